@@ -1,0 +1,75 @@
+# candy: a Candy VPN server and client.  See README and candy.8.
+PREFIX ?= /usr/local
+MANDIR ?= $(PREFIX)/share/man
+DESTDIR ?=
+CC ?= cc
+CFLAGS ?= -O2 -g
+WARN = -std=c99 -Wall -Wextra -Werror -Wshadow -Wstrict-prototypes \
+	-Wmissing-prototypes -Wno-unused-parameter
+CPPFLAGS += -D_DEFAULT_SOURCE
+LDLIBS = -lbearssl
+
+# make static: one musl binary.  Debian's libbearssl.a was built with
+# _FORTIFY_SOURCE, so the headers come through -idirafter (not -I, which
+# would drag in glibc's) and tls.c supplies the __*_chk functions.
+MUSLCC ?= musl-gcc
+BEARSSL_A ?= /usr/lib/$$(gcc -dumpmachine)/libbearssl.a
+
+SRCS = candy.c tls.c ws.c tun.c stun.c route.c peer.c
+OBJS = $(SRCS:.c=.o)
+TSRCS = test/unit.c test/t_msg.c test/t_ws.c test/t_config.c \
+	test/t_route.c test/t_tls.c test/t_stun.c test/t_peer.c test/t_relay.c
+
+all: candy
+
+candy: $(OBJS)
+	$(CC) $(CFLAGS) $(LDFLAGS) -o $@ $(OBJS) $(LDLIBS)
+
+.c.o:
+	$(CC) $(CPPFLAGS) $(CFLAGS) $(WARN) -c -o $@ $<
+
+$(OBJS): candy.h
+
+static: candy-static
+candy-static: $(SRCS) candy.h
+	$(MUSLCC) -static -Os -std=c99 -D_DEFAULT_SOURCE -DCANDY_FORTIFY_SHIM \
+	    -idirafter /usr/include -o $@ $(SRCS) $(BEARSSL_A)
+	strip $@
+
+# Unit tests link everything but main().
+test/candy-nomain.o: candy.c candy.h
+	$(CC) $(CPPFLAGS) $(CFLAGS) $(WARN) -DCANDY_NO_MAIN -c -o $@ candy.c
+
+test/unit: $(TSRCS) test/test.h test/candy-nomain.o $(OBJS)
+	$(CC) $(CPPFLAGS) $(CFLAGS) $(WARN) -I. -o $@ $(TSRCS) \
+	    test/candy-nomain.o $(filter-out candy.o,$(OBJS)) $(LDLIBS)
+
+deps:
+	sh test/deps.sh
+
+test: deps
+	$(MAKE) all test/unit
+	sh test/run
+
+demo: deps
+	$(MAKE) all
+	sh test/demo.sh
+
+bench: deps
+	$(MAKE) all
+	sh test/bench.sh
+
+install: candy
+	mkdir -p $(DESTDIR)$(PREFIX)/sbin $(DESTDIR)$(MANDIR)/man8
+	cp candy $(DESTDIR)$(PREFIX)/sbin/candy
+	chmod 755 $(DESTDIR)$(PREFIX)/sbin/candy
+	cp candy.8 $(DESTDIR)$(MANDIR)/man8/candy.8
+	chmod 644 $(DESTDIR)$(MANDIR)/man8/candy.8
+
+uninstall:
+	rm -f $(DESTDIR)$(PREFIX)/sbin/candy $(DESTDIR)$(MANDIR)/man8/candy.8
+
+clean:
+	rm -f candy candy-static $(OBJS) test/unit test/candy-nomain.o
+
+.PHONY: all static test demo bench deps install uninstall clean

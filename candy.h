@@ -1,0 +1,481 @@
+/*
+ * candy.h: every declaration shared between the files of candy, each with
+ * its contract.  The wire protocol is ../shared/PROTOCOL.md (Candy 6.x).
+ *
+ * Files, one per layer:
+ *   candy.c  main, options and config, logging, the poll loop, the client
+ *            and server sessions, the Candy message codec
+ *   tls.c    BearSSL: random numbers, TLS client/server, the byte stream
+ *   ws.c     WebSocket (RFC 6455): HTTP upgrade, frames, connection buffers
+ *   tun.c    the TUN device and OS routes (all OS-specific code lives here)
+ *   stun.c   STUN binding request/response (RFC 5389)
+ *   peer.c   peer-to-peer: peer table, state machine, AES-256-GCM datagrams
+ *   route.c  IPv4 address arithmetic, SD-WAN rules, address allocation,
+ *            the distance-vector relay table
+ *
+ * Conventions: IPv4 addresses are uint32_t in host order (172.31.0.2 is
+ * 0xac1f0002) everywhere in the code and converted with get32/put32 at the
+ * wire; times are int64_t milliseconds of the monotonic clock (now_ms()).
+ */
+#ifndef CANDY_H
+#define CANDY_H
+
+#include <stddef.h>
+#include <stdint.h>
+#include <sys/types.h>
+
+#define CANDY_VERSION "1.0.0"
+
+/* ---- Bytes on the wire: big-endian, whatever the CPU. ---- */
+
+static inline uint16_t get16(const unsigned char *p)
+{
+	return (uint16_t)(p[0] << 8 | p[1]);
+}
+
+static inline uint32_t get32(const unsigned char *p)
+{
+	return (uint32_t)p[0] << 24 | (uint32_t)p[1] << 16 |
+	    (uint32_t)p[2] << 8 | p[3];
+}
+
+static inline uint64_t get64(const unsigned char *p)
+{
+	return (uint64_t)get32(p) << 32 | get32(p + 4);
+}
+
+static inline void put16(unsigned char *p, uint16_t v)
+{
+	p[0] = (unsigned char)(v >> 8);
+	p[1] = (unsigned char)v;
+}
+
+static inline void put32(unsigned char *p, uint32_t v)
+{
+	p[0] = (unsigned char)(v >> 24);
+	p[1] = (unsigned char)(v >> 16);
+	p[2] = (unsigned char)(v >> 8);
+	p[3] = (unsigned char)v;
+}
+
+static inline void put64(unsigned char *p, uint64_t v)
+{
+	put32(p, (uint32_t)(v >> 32));
+	put32(p + 4, (uint32_t)v);
+}
+
+/* ---- Logging and time (candy.c). ---- */
+
+void log_init(int debug, int timestamps);
+extern int log_debug_on;	/* test it before building costly debug text */
+void log_debug(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
+void log_info(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
+void log_warnx(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
+/* log_warn appends ": strerror(errno)". */
+void log_warn(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
+/* Print the message to stderr and exit 1: start-up errors only. */
+void fatalx(const char *fmt, ...)
+    __attribute__((format(printf, 1, 2), noreturn));
+
+/* Monotonic milliseconds; wall-clock seconds for protocol timestamps. */
+int64_t now_ms(void);
+int64_t wall_s(void);
+
+/* Test hook: when nonzero, now_ms() returns this instead of the clock. */
+extern int64_t fake_now_ms;
+
+/* ---- Random numbers and hashing (tls.c). ---- */
+
+/* Seed the generator from the OS; exits with a message if it cannot. */
+void rand_init(void);
+/* Fill buf with n cryptographically strong random bytes. */
+void rand_bytes(void *buf, size_t n);
+/* A uniform random number in [0, n), n > 0. */
+uint32_t rand_below(uint32_t n);
+
+/* ---- TLS and the byte stream (tls.c). ---- */
+
+struct tls_ctx;	/* per-process: trust anchors and pin, or cert and key */
+struct tls;	/* one TLS connection */
+
+/*
+ * Load the server's PEM certificate chain (leaf first) and PEM key (RSA or
+ * EC; PKCS#1, SEC1 or PKCS#8).  On error returns NULL and writes a message
+ * naming the file and the reason into err.
+ */
+struct tls_ctx *tls_server_ctx_load(const char *certfile, const char *keyfile,
+    char *err, size_t errlen);
+/*
+ * Client settings: cafile NULL means the system trust store; pin NULL or a
+ * SHA-256 of the server's SubjectPublicKeyInfo in hex or base64; insecure
+ * skips verification.  On error returns NULL with a message in err.
+ */
+struct tls_ctx *tls_client_ctx_load(const char *cafile, const char *pin,
+    int insecure, char *err, size_t errlen);
+/* Parse a pin (64 hex digits or base64 of 32 bytes). 0 ok, -1 bad. */
+int tls_pin_parse(const char *s, unsigned char out[32]);
+/* A new connection; NULL when out of memory.  host is the SNI and the name
+ * checked against the certificate. */
+struct tls *tls_server_new(struct tls_ctx *ctx);
+struct tls *tls_client_new(struct tls_ctx *ctx, const char *host);
+/* Bytes a connection holds (for the memory benchmark). */
+size_t tls_conn_size(void);
+
+/*
+ * A byte stream: plain TCP (tls == NULL) or TLS over it.  ws.c uses only
+ * these calls and never knows which it has.
+ */
+struct stream {
+	int fd;
+	struct tls *tls;
+};
+
+/* Bytes read (> 0), 0 when nothing can be read now, -1 on EOF or error
+ * (the reason logged by tls.c for TLS failures). */
+ssize_t stream_read(struct stream *s, void *buf, size_t len);
+/* Bytes accepted (>= 0; 0 when nothing can be written now), -1 on error. */
+ssize_t stream_write(struct stream *s, const void *buf, size_t len);
+/* Poll events to wait for; want_write: the caller has data to write. */
+short stream_events(const struct stream *s, int want_write);
+/* After poll: move records between the socket and the TLS engine.
+ * 0 ok, -1 the connection failed.  No-op for plain streams. */
+int stream_pump(struct stream *s);
+/* 1 when stream_read would return data without waiting for the socket. */
+int stream_pending(const struct stream *s);
+/* 1 once the TLS handshake is complete (always 1 for plain). */
+int stream_ready(const struct stream *s);
+/* Send close_notify if possible, close the socket, wipe and free TLS. */
+void stream_close(struct stream *s);
+
+/* ---- WebSocket (ws.c): RFC 6455 over a stream. ---- */
+
+enum { WS_MORE = 0, WS_DONE = 1, WS_BAD = -1 };	/* parser results */
+
+enum ws_opcode {
+	WS_CONT = 0x0, WS_TEXT = 0x1, WS_BINARY = 0x2,
+	WS_CLOSE = 0x8, WS_PING = 0x9, WS_PONG = 0xa
+};
+
+/* Sec-WebSocket-Accept for a key: base64(SHA-1(key || GUID)), 28 chars. */
+void ws_accept_key(const char *key, char out[29]);
+
+struct ws_frame {
+	int fin;
+	int opcode;
+	int masked;
+	unsigned char mask[4];
+	size_t hdrlen;		/* bytes before the payload */
+	uint64_t paylen;
+};
+
+/* RFC 6455 §5.2: parse a frame header from buf[0..len).  WS_DONE with f
+ * filled, WS_MORE when more bytes are needed, WS_BAD when malformed. */
+int ws_frame_parse(const unsigned char *buf, size_t len, struct ws_frame *f);
+/* Write a frame header (FIN set) into hdr (room for 14 bytes); mask NULL
+ * for an unmasked frame.  Returns its length. */
+size_t ws_frame_header(unsigned char *hdr, int opcode, int fin, size_t paylen,
+    const unsigned char *mask);
+/* XOR p[0..n) with the mask, starting at mask byte (off % 4). */
+void ws_mask(unsigned char *p, size_t n, const unsigned char mask[4],
+    size_t off);
+
+#define WS_MSG_MAX	65536		/* largest message we accept */
+#define WS_IN_SIZE	(WS_MSG_MAX + 16)
+#define WS_OUT_SIZE	(128 * 1024)	/* bounded output queue per connection */
+#define WS_HTTP_MAX	4096		/* largest HTTP upgrade head */
+
+enum ws_state { WS_HTTP, WS_OPEN, WS_CLOSING, WS_DEAD };
+
+struct ws {
+	struct stream s;
+	enum ws_state state;
+	int client;		/* 1: we mask frames and expect a 101 */
+	char accept[29];	/* client: the Sec-WebSocket-Accept expected */
+	unsigned char in[WS_IN_SIZE];	/* received, not yet parsed */
+	size_t inpos, inlen;
+	unsigned char msg[WS_MSG_MAX];	/* a fragmented message, reassembled */
+	size_t msglen;
+	int msgop;			/* its opcode; -1 when none is open */
+	unsigned char out[WS_OUT_SIZE];	/* frames not yet written */
+	size_t outpos, outlen;
+	int64_t last_rx_ms;		/* last frame (any kind) received */
+	int64_t full_since_ms;		/* output queue full since; 0 if not */
+	unsigned long dropped;		/* frames dropped: queue full */
+};
+
+/* Start a connection on a connected socket.  A client queues the HTTP
+ * upgrade request for host_header and path. */
+void ws_init_server(struct ws *w, int fd, struct tls *tls);
+void ws_init_client(struct ws *w, int fd, struct tls *tls,
+    const char *host_header, const char *path);
+/*
+ * Read and return the next data message: 1 with *msg/*len set (valid until
+ * the next ws_read call), 0 when none is complete yet, -1 when the
+ * connection is finished (closed, malformed, or I/O error).  Handles the
+ * HTTP upgrade, ping/pong and close frames by itself.
+ */
+int ws_read(struct ws *w, unsigned char **msg, size_t *len);
+/* Queue one frame.  0 queued, -1 dropped because the queue is full (or the
+ * connection is not open). */
+int ws_send(struct ws *w, int opcode, const void *p, size_t n);
+/* Write queued bytes.  0 ok (or would block), -1 error. */
+int ws_flush(struct ws *w);
+/* Poll events for the connection. */
+short ws_events(const struct ws *w);
+/* Queue a close frame and flush what can be flushed. */
+void ws_close(struct ws *w);
+/* Free the stream; the struct may be reused by ws_init_*. */
+void ws_free(struct ws *w);
+/* Server side: parse an HTTP upgrade request head.  WS_DONE with key set and
+ * *used the bytes of the head, WS_MORE, or WS_BAD. */
+int ws_request_parse(const unsigned char *buf, size_t len, size_t *used,
+    char *key, size_t keylen);
+
+/* ---- Addresses, SD-WAN, allocation, relay routes (route.c). ---- */
+
+struct cidr {
+	uint32_t addr;
+	int prefix;		/* 0..32 */
+};
+
+uint32_t prefix_mask(int prefix);
+/* "a.b.c.d" → *ip; 0 ok, -1 bad. */
+int ip_parse(const char *s, uint32_t *ip);
+/* "a.b.c.d/n" → *c; 0 ok, -1 bad with *why set to a short reason. */
+int cidr_parse(const char *s, struct cidr *c, const char **why);
+/* Format into buf (16 bytes for ip, 19 for cidr); returns buf. */
+char *ip_str(uint32_t ip, char *buf);
+char *cidr_str(const struct cidr *c, char *buf);
+/* True for 10/8, 172.16/12, 192.168/16, 169.254/16. */
+int ip_is_private(uint32_t ip);
+
+#define SDWAN_MAX 256
+struct sdwan_rule {
+	struct cidr dev;	/* which clients get the route */
+	uint32_t dst, mask;	/* the routed network */
+	uint32_t next;		/* gateway client's tunnel address */
+};
+/* "dev,dst,next;dev,dst,next;..." → rules; count, or -1 with *why set. */
+int sdwan_parse(const char *s, struct sdwan_rule *rules, int max,
+    const char **why);
+
+/*
+ * Pick the address for an EXPTTUN request (PROTOCOL.md 2): requested if it
+ * is a valid host of range and taken() says it is free for this vmac,
+ * else the next free valid host after *last, wrapping.  0 when none is
+ * free.  Updates *last.
+ */
+uint32_t addr_alloc(const struct cidr *range, uint32_t requested,
+    uint32_t *last, int (*taken)(void *ctx, uint32_t ip), void *ctx);
+
+/* Relay table: distance-vector routes (PROTOCOL.md 6). */
+#define RTT_UNREACHABLE 2147483647
+/*
+ * The table maps dst -> (next, rtt ms).  Whenever an entry is added,
+ * changed or removed the table calls announce(ctx, dst, rtt) once, with the
+ * rtt to advertise: the entry's rtt plus our cost, or RTT_UNREACHABLE for a
+ * removal; the caller sends ROUTE(dst, self, rtt) to every connected peer.
+ * The table never holds more than max entries (sized from the network).
+ */
+struct relay_route {
+	uint32_t dst, next;
+	int32_t rtt;
+};
+
+typedef void relay_announce_fn(void *ctx, uint32_t dst, int32_t rtt);
+
+struct relay {
+	uint32_t self;
+	int cost;			/* added to what we announce */
+	struct relay_route *r;
+	size_t n, max;
+	relay_announce_fn *announce;
+	void *ctx;
+};
+
+/* Allocate room for max entries (start-up only).  0 ok, -1 no memory. */
+int relay_init(struct relay *t, size_t max, relay_announce_fn *announce,
+    void *ctx);
+/* Forget every entry (no announcements); set our address and cost. */
+void relay_reset(struct relay *t, uint32_t self, int cost);
+/* A DELAY round trip to the connected peer gave rtt: the direct entry. */
+void relay_direct(struct relay *t, uint32_t peer, int32_t rtt);
+/* ROUTE (dst, next, rtt) received from the connected neighbour next. */
+void relay_update(struct relay *t, uint32_t dst, uint32_t next, int32_t rtt);
+/* The direct peer is lost: remove and announce every entry via it. */
+void relay_peer_lost(struct relay *t, uint32_t peer);
+/* The next hop for dst, or 0 when the table has none. */
+uint32_t relay_lookup(const struct relay *t, uint32_t dst);
+/* Log the table at info level (for the status signal and --debug). */
+void relay_log(const struct relay *t);
+
+/* ---- The TUN device and OS routes (tun.c). ---- */
+
+/*
+ * Create the TUN device called name (NULL: the OS picks), packet mode
+ * without protocol headers on Linux.  Returns its fd (non-blocking) and
+ * the actual name in ifname (IFNAMSIZ bytes), or -1 with errno set.
+ */
+int tun_open(const char *name, char *ifname);
+/* Address/prefix, MTU and up state.  0 ok, -1 with errno set. */
+int tun_configure(const char *ifname, uint32_t addr, int prefix, int mtu);
+/* Add or delete a route dst/mask via the device.  0 ok, -1 errno set. */
+int tun_route_add(const char *ifname, uint32_t dst, uint32_t mask);
+int tun_route_del(const char *ifname, uint32_t dst, uint32_t mask);
+/* Read one IPv4 packet: length, 0 nothing now, -1 error. */
+ssize_t tun_read(int fd, unsigned char *buf, size_t len);
+/* Write one IPv4 packet: 0 ok, -1 error. */
+int tun_write(int fd, const unsigned char *pkt, size_t len);
+/* Delete the device (Linux: closing a non-persistent TUN does it). */
+void tun_close(int fd, const char *ifname);
+/* First non-loopback, non-point-to-point IPv4 address, or 0. */
+uint32_t if_lan_address(void);
+
+/* ---- STUN (stun.c): RFC 5389 binding. ---- */
+
+#define STUN_REQUEST_LEN 28
+/* Build the binding request of PROTOCOL.md 5 with transaction id tid. */
+void stun_request_build(unsigned char out[STUN_REQUEST_LEN],
+    const unsigned char tid[12]);
+/* Parse a binding response: WS_DONE with *ip/*port (host order) set,
+ * WS_BAD when it is not a valid success response. */
+int stun_response_parse(const unsigned char *p, size_t len,
+    uint32_t *ip, uint16_t *port);
+
+/* ---- Candy messages (candy.c), PROTOCOL.md 2. ---- */
+
+enum msg_type {
+	MSG_AUTH = 0, MSG_FORWARD = 1, MSG_EXPTTUN = 2, MSG_UDP4CONN = 3,
+	MSG_VMAC = 4, MSG_DISCOVERY = 5, MSG_ROUTE = 6, MSG_GENERAL = 255
+};
+
+#define AUTH_LEN	45
+#define EXPTTUN_LEN	73
+#define VMAC_LEN	57
+#define UDP4CONN_LEN	15
+#define DISCOVERY_LEN	9
+#define ROUTE_HDR_LEN	4
+#define ROUTE_ENTRY_LEN	12
+#define ROUTE_MAX_ENTRIES 100	/* per frame */
+#define GENERAL_HDR_LEN	12
+#define LOCALUDP4CONN_LEN 18
+#define PAD_MAX		63	/* confusion padding on AUTH/EXPTTUN/VMAC */
+#define AUTH_WINDOW_S	300	/* timestamps further off are refused */
+
+/* Build a message into out (room for the fixed length + PAD_MAX) and return
+ * its length; pad adds that many random bytes (0 for the exact layout). */
+size_t msg_auth_build(unsigned char *out, const char *password, uint32_t ip,
+    int64_t ts, size_t pad);
+size_t msg_vmac_build(unsigned char *out, const char *password,
+    const char vmac[16], int64_t ts, size_t pad);
+size_t msg_expttun_build(unsigned char *out, const char *password,
+    const char *cidr, int64_t ts, size_t pad);
+/* Check the hash of a received message of at least its fixed length.
+ * 1 good, 0 bad. */
+int msg_auth_check(const unsigned char *m, const char *password);
+int msg_vmac_check(const unsigned char *m, const char *password);
+int msg_expttun_check(const unsigned char *m, const char *password);
+
+/* ---- Peer-to-peer (peer.c) and the client session it talks to. ---- */
+
+/*
+ * Packets carry headroom: a function that takes an IPv4 packet pkt may
+ * write up to PKT_HEADROOM bytes before it (a FORWARD type byte, an
+ * IP-in-IP header, an AES-GCM iv and tag).
+ */
+#define PKT_HEADROOM	64
+#define PKT_MAX		(WS_MSG_MAX)
+
+/* >>> peer.c section (issue 4) */
+struct p2p {
+	int udp_fd;		/* -1 when P2P is off */
+};
+/* <<< peer.c section */
+
+/* The settings of one run: options and the config file (candy.c). */
+enum mode { MODE_CLIENT, MODE_SERVER };
+
+struct config {
+	enum mode mode;
+	char websocket[256];	/* ws://host:port/path or wss:// */
+	char password[256];
+	struct cidr dhcp;	/* server: the range handed out; prefix 0: none */
+	int has_dhcp;
+	struct sdwan_rule sdwan[SDWAN_MAX];
+	int nsdwan;
+	char name[16];		/* device candy-NAME */
+	struct cidr tun;	/* client: static address; has_tun */
+	int has_tun;
+	char stun[256];		/* stun://host[:port]; empty: P2P off */
+	int port;		/* local UDP port, 0 any */
+	int mtu;
+	int route;		/* relay cost, 0 off */
+	int discovery;		/* seconds, 0 off */
+	uint32_t localhost;	/* LAN endpoint override, 0: find one */
+	char state_dir[256];
+	int debug;
+	int no_timestamp;
+	int no_source_check;
+	char cert[256], key[256];	/* server TLS */
+	char ca[256], pin[128];		/* client TLS */
+	int insecure;
+};
+
+/*
+ * Options and the config file.  config_load fills cfg from defaults, the
+ * file named by -c (if any) and then argv (the command line wins).  Returns
+ * 0 to run, 1 when --help or --version was printed, -1 with a message that
+ * names the option and the value in err.
+ */
+int config_load(struct config *cfg, int argc, char **argv, char *err,
+    size_t errlen);
+/* Set one option by its long name, as from the file or the command line. */
+int config_set(struct config *cfg, const char *key, const char *value,
+    char *err, size_t errlen);
+/* Print --help to stdout. */
+void config_usage(void);
+
+struct client {
+	const struct config *cfg;
+	struct ws *ws;		/* the server connection; NULL between sessions */
+	int tun_fd;
+	char ifname[32];
+	uint32_t addr;		/* our tunnel address; 0 until authenticated */
+	int prefix;
+	uint32_t net, mask;	/* the tunnel network */
+	struct p2p p2p;
+	unsigned long tx_server, rx_server;	/* FORWARD frames */
+};
+
+/*
+ * What candy.c calls in peer.c.  All are no-ops when P2P is off.
+ *   p2p_start: open the UDP socket when --stun is set; 0 ok, -1 error.
+ *   p2p_stop: forget every peer (session over or address changed), wipe
+ *     keys; the socket stays.
+ *   p2p_tick: the 1-second tick; returns the next deadline (now_ms time).
+ *   p2p_udp_input: the UDP socket is readable.
+ *   p2p_server_msg: a UDP4CONN, DISCOVERY or GENERAL from the server.
+ *   p2p_saw_forward: a FORWARD from src arrived through the server.
+ *   p2p_send: send pkt (with headroom) to dst over UDP if a path exists:
+ *     1 sent, 0 the caller sends it through the server.
+ */
+int p2p_start(struct client *c);
+void p2p_stop(struct client *c);
+int64_t p2p_tick(struct client *c, int64_t now);
+void p2p_udp_input(struct client *c);
+void p2p_server_msg(struct client *c, const unsigned char *m, size_t len);
+void p2p_saw_forward(struct client *c, uint32_t src);
+int p2p_send(struct client *c, uint32_t dst, unsigned char *pkt, size_t len);
+
+/* Send a Candy message to the server.  0 queued, -1 dropped. */
+int client_server_send(struct client *c, const unsigned char *msg,
+    size_t len);
+/* Hand an IPv4 packet addressed to us to the TUN device (IP-in-IP is
+ * unwrapped first). */
+void client_deliver(struct client *c, unsigned char *pkt, size_t len);
+/* Send an IPv4 packet on its way (SD-WAN, a peer, or the server); relay is
+ * 1 for a packet received from a peer for someone else (TTL then drops). */
+void client_route(struct client *c, unsigned char *pkt, size_t len,
+    int relay);
+
+#endif

@@ -1,0 +1,2 @@
+/* peer.c */
+#include "candy.h"

@@ -1,0 +1,2 @@
+/* route.c */
+#include "candy.h"

@@ -1,0 +1,2 @@
+/* stun.c */
+#include "candy.h"

@@ -1,0 +1,6 @@
+#include "candy.h"
+#include "test.h"
+
+void test_tls(void)
+{
+}

@@ -1,0 +1,2 @@
+/* tun.c */
+#include "candy.h"

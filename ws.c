@@ -1,0 +1,2 @@
+/* ws.c */
+#include "candy.h"
