@@ -209,7 +209,7 @@ void ws_init_server(struct ws *w, int fd, struct tls *tls);
 void ws_init_client(struct ws *w, int fd, struct tls *tls,
     const char *host_header, const char *path);
 /*
- * Read and return the next data message: 1 with *msg/*len set (valid until
+ * Read and return the next data message: 1 with *msg and *len set (valid until
  * the next ws_read call), 0 when none is complete yet, -1 when the
  * connection is finished (closed, malformed, or I/O error).  Handles the
  * HTTP upgrade, ping/pong and close frames by itself.
@@ -337,7 +337,7 @@ uint32_t if_lan_address(void);
 /* Build the binding request of PROTOCOL.md 5 with transaction id tid. */
 void stun_request_build(unsigned char out[STUN_REQUEST_LEN],
     const unsigned char tid[12]);
-/* Parse a binding response: WS_DONE with *ip/*port (host order) set,
+/* Parse a binding response: WS_DONE with *ip and *port (host order) set,
  * WS_BAD when it is not a valid success response. */
 int stun_response_parse(const unsigned char *p, size_t len,
     uint32_t *ip, uint16_t *port);
@@ -443,8 +443,16 @@ struct client {
 	uint32_t addr;		/* our tunnel address; 0 until authenticated */
 	int prefix;
 	uint32_t net, mask;	/* the tunnel network */
+	/* SD-WAN routes the server pushed (ROUTE messages), installed on the
+	 * TUN device; packets to dst/mask go IP-in-IP to next. */
+	struct sdwan_route {
+		uint32_t dst, mask, next;
+	} routes[SDWAN_MAX];
+	int nroutes;
 	struct p2p p2p;
 	unsigned long tx_server, rx_server;	/* FORWARD frames */
+	unsigned long dropped;		/* no way to send, or bad packet */
+	unsigned long ttl_expired;	/* relayed packets whose TTL ran out */
 };
 
 /*
@@ -452,7 +460,9 @@ struct client {
  *   p2p_start: open the UDP socket when --stun is set; 0 ok, -1 error.
  *   p2p_stop: forget every peer (session over or address changed), wipe
  *     keys; the socket stays.
- *   p2p_tick: the 1-second tick; returns the next deadline (now_ms time).
+ *   p2p_tick: the 1-second tick, called when the deadline it returned
+ *     last time has come (first call at start); returns the next deadline
+ *     (a now_ms() time, normally now + 1000).
  *   p2p_udp_input: the UDP socket is readable.
  *   p2p_server_msg: a UDP4CONN, DISCOVERY or GENERAL from the server.
  *   p2p_saw_forward: a FORWARD from src arrived through the server.
@@ -466,6 +476,8 @@ void p2p_udp_input(struct client *c);
 void p2p_server_msg(struct client *c, const unsigned char *m, size_t len);
 void p2p_saw_forward(struct client *c, uint32_t src);
 int p2p_send(struct client *c, uint32_t dst, unsigned char *pkt, size_t len);
+/* Log every peer and relay route at info level (SIGUSR1). */
+void p2p_status(struct client *c);
 
 /* Send a Candy message to the server.  0 queued, -1 dropped. */
 int client_server_send(struct client *c, const unsigned char *msg,

@@ -1,0 +1,2285 @@
+/*
+ * candy.c: the candy program.  Logging and clocks, the Candy message codec
+ * (PROTOCOL.md 2), options and the config file, then the server session,
+ * the client session, and main.  Each mode runs one poll() loop.
+ */
+#include <sys/socket.h>
+#include <sys/stat.h>
+#include <sys/types.h>
+
+#include <netinet/in.h>
+#include <netinet/tcp.h>
+#include <arpa/inet.h>
+
+#include <ctype.h>
+#include <errno.h>
+#include <fcntl.h>
+#include <limits.h>
+#include <netdb.h>
+#include <poll.h>
+#include <signal.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+#include <unistd.h>
+
+#include <bearssl.h>
+
+#include "candy.h"
+
+/* ---- Logging and clocks. ---- */
+
+int log_debug_on;
+static int log_timestamps = 1;
+int64_t fake_now_ms;
+
+void log_init(int debug, int timestamps)
+{
+	log_debug_on = debug;
+	log_timestamps = timestamps;
+}
+
+static void log_emit(const char *level, int err, const char *fmt, va_list ap)
+{
+	char line[1024];
+	size_t n = 0;
+	int saved = errno;
+
+	if (log_timestamps) {
+		time_t t = time(NULL);
+		struct tm tm;
+
+		if (localtime_r(&t, &tm) != NULL)
+			n = strftime(line, sizeof(line), "%Y-%m-%d %H:%M:%S ",
+			    &tm);
+	}
+	n += (size_t)snprintf(line + n, sizeof(line) - n, "[%s] ", level);
+	if (n < sizeof(line))
+		vsnprintf(line + n, sizeof(line) - n, fmt, ap);
+	if (err)
+		fprintf(stderr, "%s: %s\n", line, strerror(saved));
+	else
+		fprintf(stderr, "%s\n", line);
+	errno = saved;
+}
+
+#define LOG_FN(fn, level, err) \
+void fn(const char *fmt, ...) \
+{ \
+	va_list ap; \
+	va_start(ap, fmt); \
+	log_emit(level, err, fmt, ap); \
+	va_end(ap); \
+}
+
+LOG_FN(log_info, "info", 0)
+LOG_FN(log_warnx, "warn", 0)
+LOG_FN(log_warn, "warn", 1)
+
+void log_debug(const char *fmt, ...)
+{
+	va_list ap;
+
+	if (!log_debug_on)
+		return;
+	va_start(ap, fmt);
+	log_emit("debug", 0, fmt, ap);
+	va_end(ap);
+}
+
+void fatalx(const char *fmt, ...)
+{
+	va_list ap;
+
+	fprintf(stderr, "candy: ");
+	va_start(ap, fmt);
+	vfprintf(stderr, fmt, ap);
+	va_end(ap);
+	fprintf(stderr, "\n");
+	exit(1);
+}
+
+int64_t now_ms(void)
+{
+	struct timespec ts;
+
+	if (fake_now_ms)
+		return fake_now_ms;
+	clock_gettime(CLOCK_MONOTONIC, &ts);
+	return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
+}
+
+int64_t wall_s(void)
+{
+	return (int64_t)time(NULL);
+}
+
+/* ---- Candy messages (PROTOCOL.md 2). ---- */
+
+/* out = H(password || a || b): every hash of the protocol has this shape. */
+static void hash_pw(unsigned char out[32], const char *password,
+    const unsigned char *a, size_t alen, const unsigned char *b, size_t blen)
+{
+	br_sha256_context h;
+
+	br_sha256_init(&h);
+	br_sha256_update(&h, password, strlen(password));
+	br_sha256_update(&h, a, alen);
+	br_sha256_update(&h, b, blen);
+	br_sha256_out(&h, out);
+}
+
+static size_t msg_pad(unsigned char *out, size_t len, size_t pad)
+{
+	if (pad > PAD_MAX)
+		pad = PAD_MAX;
+	rand_bytes(out + len, pad);
+	return len + pad;
+}
+
+size_t msg_auth_build(unsigned char *out, const char *password, uint32_t ip,
+    int64_t ts, size_t pad)
+{
+	out[0] = MSG_AUTH;
+	put32(out + 1, ip);
+	put64(out + 5, (uint64_t)ts);
+	hash_pw(out + 13, password, out + 1, 12, NULL, 0);
+	return msg_pad(out, AUTH_LEN, pad);
+}
+
+int msg_auth_check(const unsigned char *m, const char *password)
+{
+	unsigned char h[32];
+
+	hash_pw(h, password, m + 1, 12, NULL, 0);
+	return memcmp(h, m + 13, 32) == 0;
+}
+
+size_t msg_vmac_build(unsigned char *out, const char *password,
+    const char vmac[16], int64_t ts, size_t pad)
+{
+	out[0] = MSG_VMAC;
+	memcpy(out + 1, vmac, 16);
+	put64(out + 17, (uint64_t)ts);
+	hash_pw(out + 25, password, out + 1, 24, NULL, 0);
+	return msg_pad(out, VMAC_LEN, pad);
+}
+
+int msg_vmac_check(const unsigned char *m, const char *password)
+{
+	unsigned char h[32];
+
+	hash_pw(h, password, m + 1, 24, NULL, 0);
+	return memcmp(h, m + 25, 32) == 0;
+}
+
+/* EXPTTUN: the hash covers the timestamp only, not the cidr text. */
+size_t msg_expttun_build(unsigned char *out, const char *password,
+    const char *cidr, int64_t ts, size_t pad)
+{
+	size_t n = strlen(cidr);
+
+	out[0] = MSG_EXPTTUN;
+	put64(out + 1, (uint64_t)ts);
+	memset(out + 9, 0, 32);
+	memcpy(out + 9, cidr, n < 31 ? n : 31);
+	hash_pw(out + 41, password, out + 1, 8, NULL, 0);
+	return msg_pad(out, EXPTTUN_LEN, pad);
+}
+
+int msg_expttun_check(const unsigned char *m, const char *password)
+{
+	unsigned char h[32];
+
+	hash_pw(h, password, m + 1, 8, NULL, 0);
+	return memcmp(h, m + 41, 32) == 0;
+}
+
+/* The timestamp of an AUTH, VMAC or EXPTTUN is within AUTH_WINDOW_S. */
+static int msg_fresh(int64_t ts)
+{
+	int64_t d = ts - wall_s();
+
+	return d >= -AUTH_WINDOW_S && d <= AUTH_WINDOW_S;
+}
+
+/* ---- Options and the config file. ---- */
+
+/*
+ * One table serves the command line, the config file (same names as keys,
+ * as in Candy's candy.cfg) and --help.  A setter checks the value and
+ * stores it, or writes an error that names the option and the value.
+ */
+struct opt;
+typedef int opt_setter(struct config *cfg, const struct opt *o,
+    const char *v, char *err, size_t errlen);
+
+struct opt {
+	const char *name;
+	char shortname;
+	const char *arg;	/* NULL: a flag without a value */
+	opt_setter *set;
+	size_t off, size;	/* the field in struct config */
+	long min, max;		/* for numbers */
+	const char *help;
+};
+
+#define FIELD(f) offsetof(struct config, f), sizeof(((struct config *)0)->f)
+
+static int bad(char *err, size_t errlen, const struct opt *o, const char *v,
+    const char *why)
+{
+	snprintf(err, errlen, "bad --%s `%s': %s", o->name, v, why);
+	return -1;
+}
+
+static int set_string(struct config *cfg, const struct opt *o, const char *v,
+    char *err, size_t errlen)
+{
+	if (strlen(v) >= o->size)
+		return bad(err, errlen, o, v, "too long");
+	memcpy((char *)cfg + o->off, v, strlen(v) + 1);
+	return 0;
+}
+
+/* Numbers: decimal only; route is clamped to its range as Candy does,
+ * every other number out of range is refused. */
+static int set_number(struct config *cfg, const struct opt *o, const char *v,
+    char *err, size_t errlen)
+{
+	char *end;
+	long n;
+
+	errno = 0;
+	n = strtol(v, &end, 10);
+	if (*v == '\0' || *end != '\0' || errno != 0 || isspace((unsigned char)*v))
+		return bad(err, errlen, o, v, "not a number");
+	if (n < o->min || n > o->max) {
+		if (strcmp(o->name, "route") != 0) {
+			char why[64];
+
+			snprintf(why, sizeof(why), "must be %ld to %ld",
+			    o->min, o->max);
+			return bad(err, errlen, o, v, why);
+		}
+		n = n < o->min ? o->min : o->max;
+	}
+	*(int *)(void *)((char *)cfg + o->off) = (int)n;
+	return 0;
+}
+
+/* Flags: no value on the command line; true/false, yes/no, 1/0 in a file. */
+static int set_flag(struct config *cfg, const struct opt *o, const char *v,
+    char *err, size_t errlen)
+{
+	int on;
+
+	if (v == NULL || strcmp(v, "true") == 0 || strcmp(v, "yes") == 0 ||
+	    strcmp(v, "1") == 0 || strcmp(v, "on") == 0)
+		on = 1;
+	else if (strcmp(v, "false") == 0 || strcmp(v, "no") == 0 ||
+	    strcmp(v, "0") == 0 || strcmp(v, "off") == 0)
+		on = 0;
+	else
+		return bad(err, errlen, o, v, "not true or false");
+	*(int *)(void *)((char *)cfg + o->off) = on;
+	return 0;
+}
+
+static int set_mode(struct config *cfg, const struct opt *o, const char *v,
+    char *err, size_t errlen)
+{
+	if (strcmp(v, "client") == 0)
+		cfg->mode = MODE_CLIENT;
+	else if (strcmp(v, "server") == 0)
+		cfg->mode = MODE_SERVER;
+	else
+		return bad(err, errlen, o, v, "not client or server");
+	return 0;
+}
+
+static int set_websocket(struct config *cfg, const struct opt *o,
+    const char *v, char *err, size_t errlen)
+{
+	if (strncmp(v, "ws://", 5) != 0 && strncmp(v, "wss://", 6) != 0)
+		return bad(err, errlen, o, v, "not a ws:// or wss:// URI");
+	return set_string(cfg, o, v, err, errlen);
+}
+
+static int set_stun(struct config *cfg, const struct opt *o, const char *v,
+    char *err, size_t errlen)
+{
+	if (*v != '\0' && (strncmp(v, "stun://", 7) != 0 || v[7] == '\0'))
+		return bad(err, errlen, o, v, "not a stun://HOST[:PORT] URI");
+	return set_string(cfg, o, v, err, errlen);
+}
+
+/* Address ranges must leave room for two hosts: /31 and /32 cannot. */
+static int set_cidr(struct config *cfg, const struct opt *o, const char *v,
+    char *err, size_t errlen)
+{
+	struct cidr c;
+	const char *why;
+
+	if (cidr_parse(v, &c, &why) < 0)
+		return bad(err, errlen, o, v, why);
+	if (c.prefix < 1 || c.prefix > 30)
+		return bad(err, errlen, o, v, "prefix must be 1 to 30");
+	if (strcmp(o->name, "dhcp") == 0) {
+		cfg->dhcp = c;
+		cfg->has_dhcp = 1;
+		return 0;
+	}
+	if ((c.addr & ~prefix_mask(c.prefix)) == 0 ||
+	    (c.addr | prefix_mask(c.prefix)) == UINT32_MAX)
+		return bad(err, errlen, o, v, "not a host address");
+	cfg->tun = c;
+	cfg->has_tun = 1;
+	return 0;
+}
+
+static int set_sdwan(struct config *cfg, const struct opt *o, const char *v,
+    char *err, size_t errlen)
+{
+	const char *why;
+	int n = sdwan_parse(v, cfg->sdwan, SDWAN_MAX, &why);
+
+	if (n < 0)
+		return bad(err, errlen, o, v, why);
+	cfg->nsdwan = n;
+	return 0;
+}
+
+static int set_ip(struct config *cfg, const struct opt *o, const char *v,
+    char *err, size_t errlen)
+{
+	if (ip_parse(v, &cfg->localhost) < 0)
+		return bad(err, errlen, o, v, "not an IPv4 address");
+	return 0;
+}
+
+/* Device names are candy-NAME, and the OS allows 15 characters. */
+static int set_name(struct config *cfg, const struct opt *o, const char *v,
+    char *err, size_t errlen)
+{
+	const char *p;
+
+	if (strlen(v) > 9)
+		return bad(err, errlen, o, v, "longer than 9 characters");
+	for (p = v; *p; p++)
+		if (!isalnum((unsigned char)*p) && *p != '-' && *p != '_')
+			return bad(err, errlen, o, v,
+			    "only letters, digits, - and _");
+	return set_string(cfg, o, v, err, errlen);
+}
+
+static int set_pin(struct config *cfg, const struct opt *o, const char *v,
+    char *err, size_t errlen)
+{
+	unsigned char pin[32];
+
+	if (tls_pin_parse(v, pin) < 0)
+		return bad(err, errlen, o, v,
+		    "not a SHA-256 in hex (64 digits) or base64");
+	return set_string(cfg, o, v, err, errlen);
+}
+
+/* --config, --help and --version are handled by config_load itself. */
+static int set_none(struct config *cfg, const struct opt *o, const char *v,
+    char *err, size_t errlen)
+{
+	return 0;
+}
+
+static const struct opt opts[] = {
+	{ "mode", 'm', "MODE", set_mode, 0, 0, 0, 0,
+	    "client or server (required)" },
+	{ "websocket", 'w', "URI", set_websocket, FIELD(websocket), 0, 0,
+	    "server: ws:// or wss:// address to listen on; client: to connect to" },
+	{ "password", 'p', "TEXT", set_string, FIELD(password), 0, 0,
+	    "shared password (default empty)" },
+	{ "dhcp", 'd', "CIDR", set_cidr, 0, 0, 0, 0,
+	    "server: address range to hand out, e.g. 172.31.0.0/24" },
+	{ "sdwan", 0, "RULES", set_sdwan, 0, 0, 0, 0,
+	    "server: routes dev,dst,next;... pushed to clients" },
+	{ "no-source-check", 0, NULL, set_flag, FIELD(no_source_check), 0, 1,
+	    "server: relay packets whatever their source address" },
+	{ "cert", 0, "FILE", set_string, FIELD(cert), 0, 0,
+	    "server: PEM certificate chain for wss://" },
+	{ "key", 0, "FILE", set_string, FIELD(key), 0, 0,
+	    "server: PEM private key for wss://" },
+	{ "name", 'n', "NAME", set_name, FIELD(name), 0, 0,
+	    "client: network name; device candy-NAME (default candy)" },
+	{ "tun", 't', "CIDR", set_cidr, 0, 0, 0, 0,
+	    "client: static address, e.g. 172.31.0.9/24 (default: ask)" },
+	{ "stun", 's', "URI", set_stun, FIELD(stun), 0, 0,
+	    "client: stun://HOST[:PORT] server; enables peer-to-peer" },
+	{ "port", 0, "PORT", set_number, FIELD(port), 0, 65535,
+	    "client: local UDP port for peers (default 0: any)" },
+	{ "mtu", 0, "BYTES", set_number, FIELD(mtu), 576, 9000,
+	    "client: TUN device MTU (default 1400)" },
+	{ "route", 'r', "COST", set_number, FIELD(route), 0, 1000,
+	    "client: relay for peers at this cost, 0 off (default 0)" },
+	{ "discovery", 0, "SECONDS", set_number, FIELD(discovery), 0, 86400,
+	    "client: look for peers every SECONDS, 0 off (default 0)" },
+	{ "localhost", 0, "IP", set_ip, 0, 0, 0, 0,
+	    "client: LAN address to offer peers (default: first interface)" },
+	{ "ca", 0, "FILE", set_string, FIELD(ca), 0, 0,
+	    "client: trusted CA certificates (default: system store)" },
+	{ "pin", 0, "SHA256", set_pin, FIELD(pin), 0, 0,
+	    "client: accept exactly this server key (SPKI SHA-256)" },
+	{ "insecure", 0, NULL, set_flag, FIELD(insecure), 0, 1,
+	    "client: do not verify the server's certificate" },
+	{ "state-dir", 0, "DIR", set_string, FIELD(state_dir), 0, 0,
+	    "client: where address and vmac are kept (default /var/lib/candy)" },
+	{ "config", 'c', "FILE", set_none, 0, 0, 0, 0,
+	    "read options from FILE (key = value); the command line wins" },
+	{ "debug", 0, NULL, set_flag, FIELD(debug), 0, 1,
+	    "log packet-level detail" },
+	{ "no-timestamp", 0, NULL, set_flag, FIELD(no_timestamp), 0, 1,
+	    "log without timestamps" },
+	{ "version", 'v', NULL, set_none, 0, 0, 0, 0, "print the version" },
+	{ "help", 'h', NULL, set_none, 0, 0, 0, 0, "print this help" },
+};
+
+#define NOPTS (sizeof(opts) / sizeof(opts[0]))
+
+static const struct opt *opt_find(const char *name, size_t len, char shortname)
+{
+	size_t i;
+
+	for (i = 0; i < NOPTS; i++) {
+		if (shortname ? opts[i].shortname == shortname :
+		    strlen(opts[i].name) == len &&
+		    strncmp(opts[i].name, name, len) == 0)
+			return &opts[i];
+	}
+	return NULL;
+}
+
+void config_usage(void)
+{
+	size_t i;
+
+	printf("usage: candy -m client|server -w URI [options]\n\n");
+	for (i = 0; i < NOPTS; i++) {
+		char left[40];
+
+		snprintf(left, sizeof(left), "%c%c%s--%s%s%s",
+		    opts[i].shortname ? '-' : ' ',
+		    opts[i].shortname ? opts[i].shortname : ' ',
+		    opts[i].shortname ? ", " : "  ", opts[i].name,
+		    opts[i].arg ? " " : "", opts[i].arg ? opts[i].arg : "");
+		printf("  %-28s %s\n", left, opts[i].help);
+	}
+}
+
+int config_set(struct config *cfg, const char *key, const char *value,
+    char *err, size_t errlen)
+{
+	const struct opt *o = opt_find(key, strlen(key), 0);
+
+	if (o == NULL || o->set == set_none) {
+		snprintf(err, errlen, "unknown option `%s'", key);
+		return -1;
+	}
+	return o->set(cfg, o, value, err, errlen);
+}
+
+static void config_defaults(struct config *cfg)
+{
+	memset(cfg, 0, sizeof(*cfg));
+	cfg->mode = -1;
+	cfg->mtu = 1400;
+	snprintf(cfg->state_dir, sizeof(cfg->state_dir), "/var/lib/candy");
+}
+
+/* Trim blanks at both ends in place; strip one pair of matching quotes. */
+static char *trim(char *s, int unquote)
+{
+	char *e;
+
+	while (isspace((unsigned char)*s))
+		s++;
+	e = s + strlen(s);
+	while (e > s && isspace((unsigned char)e[-1]))
+		*--e = '\0';
+	if (unquote && e - s >= 2 && (*s == '"' || *s == '\'') && e[-1] == *s) {
+		e[-1] = '\0';
+		s++;
+	}
+	return s;
+}
+
+/* Candy's config file: `key = value` lines, # comments, quoted values. */
+static int config_file(struct config *cfg, const char *path, char *err,
+    size_t errlen)
+{
+	char line[1024], msg[512];
+	FILE *f = fopen(path, "r");
+	int lineno = 0;
+
+	if (f == NULL) {
+		snprintf(err, errlen, "bad --config `%s': %s", path,
+		    strerror(errno));
+		return -1;
+	}
+	while (fgets(line, sizeof(line), f) != NULL) {
+		char *key, *value, *eq, *hash = NULL, *p;
+		char quote = 0;
+
+		lineno++;
+		for (p = line; *p; p++) {	/* a # outside quotes */
+			if (quote ? *p == quote : (*p == '"' || *p == '\''))
+				quote = quote ? 0 : *p;
+			else if (!quote && *p == '#') {
+				hash = p;
+				break;
+			}
+		}
+		if (hash != NULL)
+			*hash = '\0';
+		key = trim(line, 0);
+		if (*key == '\0')
+			continue;
+		if ((eq = strchr(key, '=')) == NULL) {
+			snprintf(err, errlen, "%s:%d: not `key = value'",
+			    path, lineno);
+			fclose(f);
+			return -1;
+		}
+		*eq = '\0';
+		key = trim(key, 0);
+		value = trim(eq + 1, 1);
+		if (opt_find(key, strlen(key), 0) == NULL) {
+			/* Candy's files may carry keys we do not know. */
+			log_warnx("%s:%d: unknown key `%s' ignored", path,
+			    lineno, key);
+			continue;
+		}
+		if (config_set(cfg, key, value, msg, sizeof(msg)) < 0) {
+			snprintf(err, errlen, "%s:%d: %s", path, lineno, msg);
+			fclose(f);
+			return -1;
+		}
+	}
+	fclose(f);
+	return 0;
+}
+
+/* The whole configuration makes sense together. */
+static int config_check(struct config *cfg, char *err, size_t errlen)
+{
+	if ((int)cfg->mode < 0)
+		snprintf(err, errlen, "--mode is required (client or server)");
+	else if (cfg->websocket[0] == '\0')
+		snprintf(err, errlen, "--websocket is required");
+	else if (cfg->mode == MODE_SERVER &&
+	    strncmp(cfg->websocket, "wss://", 6) == 0 &&
+	    (cfg->cert[0] == '\0' || cfg->key[0] == '\0'))
+		snprintf(err, errlen, "a wss:// server needs --cert and --key");
+	else
+		return 0;
+	return -1;
+}
+
+/*
+ * Parse argv into opts: --name=value, --name value, -x value, -xvalue.
+ * pass 0 only looks for --config; pass 1 applies everything else.
+ */
+static int config_args(struct config *cfg, int argc, char **argv, int pass,
+    const char **file, int *exit_now, char *err, size_t errlen)
+{
+	int i;
+
+	for (i = 1; i < argc; i++) {
+		const char *a = argv[i], *v = NULL, *eq;
+		const struct opt *o;
+
+		if (a[0] == '-' && a[1] == '-' && a[2] != '\0') {
+			eq = strchr(a + 2, '=');
+			o = opt_find(a + 2, eq ? (size_t)(eq - a - 2) :
+			    strlen(a + 2), 0);
+			if (eq != NULL)
+				v = eq + 1;
+		} else if (a[0] == '-' && a[1] != '\0' && a[1] != '-') {
+			o = opt_find(NULL, 0, a[1]);
+			if (a[2] != '\0')
+				v = a + 2;
+		} else {
+			snprintf(err, errlen, "unexpected argument `%s'", a);
+			return -1;
+		}
+		if (o == NULL) {
+			snprintf(err, errlen, "unknown option `%s' (see --help)",
+			    a);
+			return -1;
+		}
+		if (o->arg != NULL && v == NULL) {
+			if (i + 1 >= argc) {
+				snprintf(err, errlen, "--%s needs a value",
+				    o->name);
+				return -1;
+			}
+			v = argv[++i];
+		} else if (o->arg == NULL && v != NULL) {
+			snprintf(err, errlen, "--%s takes no value", o->name);
+			return -1;
+		}
+		if (pass == 0) {
+			if (strcmp(o->name, "config") == 0)
+				*file = v;
+			continue;
+		}
+		if (strcmp(o->name, "help") == 0) {
+			config_usage();
+			*exit_now = 1;
+		} else if (strcmp(o->name, "version") == 0) {
+			printf("candy %s\n", CANDY_VERSION);
+			*exit_now = 1;
+		} else if (o->set(cfg, o, v, err, errlen) < 0) {
+			return -1;
+		}
+	}
+	return 0;
+}
+
+int config_load(struct config *cfg, int argc, char **argv, char *err,
+    size_t errlen)
+{
+	const char *file = NULL;
+	int exit_now = 0;
+
+	config_defaults(cfg);
+	if (config_args(cfg, argc, argv, 0, &file, &exit_now, err, errlen) < 0)
+		return -1;
+	if (file != NULL && config_file(cfg, file, err, errlen) < 0)
+		return -1;
+	if (config_args(cfg, argc, argv, 1, &file, &exit_now, err, errlen) < 0)
+		return -1;
+	if (exit_now)
+		return 1;
+	return config_check(cfg, err, errlen);
+}
+
+/* ---- Addresses and sockets. ---- */
+
+/* ws[s]://host[:port][/path], host may be [IPv6]. */
+struct uri {
+	int tls;
+	char host[256];
+	char port[8];
+	char path[256];
+	char hostport[300];	/* the Host header: the URI's authority */
+};
+
+static int uri_parse(const char *s, struct uri *u)
+{
+	const char *p, *end, *colon;
+	size_t n;
+
+	memset(u, 0, sizeof(*u));
+	if (strncmp(s, "wss://", 6) == 0) {
+		u->tls = 1;
+		p = s + 6;
+	} else if (strncmp(s, "ws://", 5) == 0) {
+		p = s + 5;
+	} else {
+		return -1;
+	}
+	end = p + strcspn(p, "/");
+	if ((size_t)(end - p) >= sizeof(u->hostport) || end == p)
+		return -1;
+	memcpy(u->hostport, p, (size_t)(end - p));
+	snprintf(u->path, sizeof(u->path), "%s", *end ? end : "/");
+	if (*p == '[') {
+		const char *rb = memchr(p, ']', (size_t)(end - p));
+
+		if (rb == NULL)
+			return -1;
+		n = (size_t)(rb - p - 1);
+		colon = rb[1] == ':' ? rb + 1 : NULL;
+		if (rb + 1 != end && colon == NULL)
+			return -1;
+		p++;
+	} else {
+		colon = memchr(p, ':', (size_t)(end - p));
+		n = (size_t)((colon ? colon : end) - p);
+	}
+	if (n == 0 || n >= sizeof(u->host))
+		return -1;
+	memcpy(u->host, p, n);
+	if (colon != NULL) {
+		n = (size_t)(end - colon - 1);
+		if (n == 0 || n >= sizeof(u->port) ||
+		    strspn(colon + 1, "0123456789") < n)
+			return -1;
+		memcpy(u->port, colon + 1, n);
+		if (atoi(u->port) < 1 || atoi(u->port) > 65535)
+			return -1;
+	} else {
+		snprintf(u->port, sizeof(u->port), "%s", u->tls ? "443" : "80");
+	}
+	return 0;
+}
+
+static int fd_nonblock(int fd)
+{
+	int fl = fcntl(fd, F_GETFL);
+
+	fcntl(fd, F_SETFD, FD_CLOEXEC);
+	return fl < 0 ? -1 : fcntl(fd, F_SETFL, fl | O_NONBLOCK);
+}
+
+/* Each frame carries a packet someone waits for: no Nagle (PROTOCOL.md 1). */
+static void tcp_nodelay(int fd)
+{
+	int on = 1;
+
+	setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &on, sizeof(on));
+}
+
+static void sockaddr_str(const struct sockaddr *sa, char *buf, size_t len)
+{
+	char host[INET6_ADDRSTRLEN] = "?";
+	int port = 0;
+
+	if (sa->sa_family == AF_INET) {
+		const struct sockaddr_in *in = (const void *)sa;
+
+		inet_ntop(AF_INET, &in->sin_addr, host, sizeof(host));
+		port = ntohs(in->sin_port);
+		snprintf(buf, len, "%s:%d", host, port);
+	} else if (sa->sa_family == AF_INET6) {
+		const struct sockaddr_in6 *in6 = (const void *)sa;
+
+		inet_ntop(AF_INET6, &in6->sin6_addr, host, sizeof(host));
+		port = ntohs(in6->sin6_port);
+		snprintf(buf, len, "[%s]:%d", host, port);
+	} else {
+		snprintf(buf, len, "?");
+	}
+}
+
+/* Signals only set flags and poke the self-pipe that wakes poll(). */
+static volatile sig_atomic_t sig_quit, sig_status;
+static int sig_pipe[2] = { -1, -1 };
+
+static void sig_handler(int sig)
+{
+	int saved = errno;
+
+	if (sig == SIGUSR1)
+		sig_status = 1;
+	else
+		sig_quit = 1;
+	if (write(sig_pipe[1], "", 1) < 0) {
+		/* the pipe is full: poll() wakes anyway */
+	}
+	errno = saved;
+}
+
+static void signals_init(void)
+{
+	struct sigaction sa;
+
+	if (pipe(sig_pipe) < 0)
+		fatalx("pipe: %s", strerror(errno));
+	fd_nonblock(sig_pipe[0]);
+	fd_nonblock(sig_pipe[1]);
+	memset(&sa, 0, sizeof(sa));
+	sa.sa_handler = sig_handler;
+	sigemptyset(&sa.sa_mask);
+	sigaction(SIGINT, &sa, NULL);
+	sigaction(SIGTERM, &sa, NULL);
+	sigaction(SIGUSR1, &sa, NULL);
+	sa.sa_handler = SIG_IGN;
+	sigaction(SIGPIPE, &sa, NULL);
+}
+
+static void signals_drain(void)
+{
+	char buf[64];
+
+	while (read(sig_pipe[0], buf, sizeof(buf)) > 0)
+		;
+}
+
+static int ip_is_broadcast(uint32_t ip, const struct cidr *net)
+{
+	if (ip == UINT32_MAX || (ip & 0xf0000000) == 0xe0000000)
+		return 1;
+	return net != NULL && net->prefix > 0 && net->prefix < 31 &&
+	    ip == ((net->addr & prefix_mask(net->prefix)) |
+	    ~prefix_mask(net->prefix));
+}
+
+/* ---- The server (PROTOCOL.md 2, "Server behaviour"). ---- */
+
+#define SERVER_MAX_LISTEN	4
+#define HANDSHAKE_TIMEOUT_MS	10000	/* TCP accept to WebSocket open */
+#define IDLE_TIMEOUT_MS		60000	/* silent, or stuck with a full queue */
+#define REPLAY_MAX		4096	/* accepted hashes kept for the window */
+#define READ_BURST		64	/* messages per connection per pass */
+
+struct conn {
+	struct ws ws;
+	size_t idx;		/* in server.conns */
+	uint32_t addr;		/* authenticated address; 0: none yet */
+	char vmac[17];
+	int64_t since_ms;
+	char from[64];		/* the peer's network address, for logs */
+	unsigned long rx, tx;
+};
+
+/* A hash accepted within the window, and the vmac it came with (EXPTTUN's
+ * hash covers only the timestamp, so two clients can send the same one). */
+struct replay_entry {
+	int64_t ts;
+	unsigned char hash[32];
+	char vmac[16];
+};
+
+struct server {
+	const struct config *cfg;
+	struct tls_ctx *tls;
+	int lfd[SERVER_MAX_LISTEN];
+	int nlfd;
+	struct conn **conns;	/* maxconns slots, NULL when free */
+	size_t maxconns, nconns;
+	struct addr_slot {	/* address -> connection, open addressing */
+		uint32_t addr;
+		struct conn *conn;
+	} *map;
+	size_t mapsize;		/* a power of two, >= 2 * maxconns */
+	uint32_t last_alloc;
+	struct replay_entry replay[REPLAY_MAX];
+	size_t replay_next;
+	unsigned long forwarded, dropped, spoofed, refused;
+};
+
+static size_t map_home(const struct server *s, uint32_t addr)
+{
+	return (addr * 2654435761u) & (s->mapsize - 1);
+}
+
+static struct conn *map_get(const struct server *s, uint32_t addr)
+{
+	size_t i = map_home(s, addr);
+
+	while (s->map[i].conn != NULL) {
+		if (s->map[i].addr == addr)
+			return s->map[i].conn;
+		i = (i + 1) & (s->mapsize - 1);
+	}
+	return NULL;
+}
+
+static void map_put(struct server *s, uint32_t addr, struct conn *c)
+{
+	size_t i = map_home(s, addr);
+
+	while (s->map[i].conn != NULL && s->map[i].addr != addr)
+		i = (i + 1) & (s->mapsize - 1);
+	s->map[i].addr = addr;
+	s->map[i].conn = c;
+}
+
+/* Linear probing without tombstones: shift later entries back. */
+static void map_del(struct server *s, uint32_t addr)
+{
+	size_t mask = s->mapsize - 1, i = map_home(s, addr), j;
+
+	while (s->map[i].conn != NULL && s->map[i].addr != addr)
+		i = (i + 1) & mask;
+	if (s->map[i].conn == NULL)
+		return;
+	s->map[i].conn = NULL;
+	for (j = (i + 1) & mask; s->map[j].conn != NULL; j = (j + 1) & mask) {
+		size_t home = map_home(s, s->map[j].addr);
+
+		/* Move j to the hole i unless its home lies in (i, j]. */
+		if (i <= j ? (home <= i || home > j) : (home <= i && home > j)) {
+			s->map[i] = s->map[j];
+			s->map[j].conn = NULL;
+			i = j;
+		}
+	}
+}
+
+static void server_close(struct server *s, struct conn *c, const char *why)
+{
+	char ip[16];
+
+	if (c->addr != 0) {
+		log_info("client %s (%s) disconnected: %s",
+		    ip_str(c->addr, ip), c->from, why);
+		if (map_get(s, c->addr) == c)
+			map_del(s, c->addr);
+	} else {
+		log_debug("connection from %s closed: %s", c->from, why);
+	}
+	ws_close(&c->ws);
+	ws_free(&c->ws);
+	s->conns[c->idx] = NULL;
+	s->nconns--;
+	free(c);
+}
+
+/* Refuse an authentication: log it with the peer's address and close. */
+static int server_refuse(struct server *s, struct conn *c, const char *why)
+{
+	log_info("refused authentication from %s: %s", c->from, why);
+	s->refused++;
+	return -1;
+}
+
+static int replay_seen(const struct server *s, const unsigned char *hash,
+    const char *vmac)
+{
+	size_t i;
+
+	for (i = 0; i < REPLAY_MAX; i++) {
+		const struct replay_entry *e = &s->replay[i];
+
+		if (e->ts != 0 && memcmp(e->hash, hash, 32) == 0 &&
+		    memcmp(e->vmac, vmac, 16) == 0 && msg_fresh(e->ts))
+			return 1;
+	}
+	return 0;
+}
+
+static void replay_remember(struct server *s, int64_t ts,
+    const unsigned char *hash, const char *vmac)
+{
+	struct replay_entry *e = &s->replay[s->replay_next];
+
+	e->ts = ts;
+	memcpy(e->hash, hash, 32);
+	memcpy(e->vmac, vmac, 16);
+	s->replay_next = (s->replay_next + 1) % REPLAY_MAX;
+}
+
+/*
+ * The checks shared by AUTH, VMAC and EXPTTUN: hash, timestamp window,
+ * replay.  ctx is what makes a hash unique besides itself (16 bytes).
+ */
+static int server_check_auth(struct server *s, struct conn *c, int ok,
+    int64_t ts, const unsigned char *hash, const char *ctx, const char *what)
+{
+	char why[64];
+
+	if (!ok) {
+		snprintf(why, sizeof(why), "wrong password hash in %s", what);
+		return server_refuse(s, c, why);
+	}
+	if (!msg_fresh(ts)) {
+		snprintf(why, sizeof(why), "%s timestamp %lld s off", what,
+		    (long long)(ts - wall_s()));
+		return server_refuse(s, c, why);
+	}
+	if (replay_seen(s, hash, ctx)) {
+		snprintf(why, sizeof(why), "replayed %s", what);
+		return server_refuse(s, c, why);
+	}
+	replay_remember(s, ts, hash, ctx);
+	return 0;
+}
+
+static const char no_ctx[16];
+
+static int server_vmac(struct server *s, struct conn *c, unsigned char *m,
+    size_t len)
+{
+	if (server_check_auth(s, c, msg_vmac_check(m, s->cfg->password),
+	    (int64_t)get64(m + 17), m + 25, no_ctx, "VMAC") < 0)
+		return -1;
+	memcpy(c->vmac, m + 1, 16);
+	c->vmac[16] = '\0';
+	return 0;
+}
+
+/* Send the SD-WAN routes that apply to addr, ROUTE_MAX_ENTRIES a frame. */
+static void server_send_routes(struct server *s, struct conn *c)
+{
+	unsigned char m[ROUTE_HDR_LEN + ROUTE_MAX_ENTRIES * ROUTE_ENTRY_LEN];
+	const struct config *cfg = s->cfg;
+	int i, n = 0;
+
+	for (i = 0; i <= cfg->nsdwan; i++) {
+		const struct sdwan_rule *r = &cfg->sdwan[i];
+		uint32_t devmask;
+
+		if (n == ROUTE_MAX_ENTRIES || (i == cfg->nsdwan && n > 0)) {
+			m[0] = MSG_ROUTE;
+			m[1] = (unsigned char)n;
+			m[2] = m[3] = 0;
+			ws_send(&c->ws, WS_BINARY, m,
+			    ROUTE_HDR_LEN + (size_t)n * ROUTE_ENTRY_LEN);
+			n = 0;
+		}
+		if (i == cfg->nsdwan)
+			break;
+		devmask = prefix_mask(r->dev.prefix);
+		if ((c->addr & devmask) != (r->dev.addr & devmask))
+			continue;
+		put32(m + ROUTE_HDR_LEN + n * ROUTE_ENTRY_LEN, r->dst);
+		put32(m + ROUTE_HDR_LEN + n * ROUTE_ENTRY_LEN + 4, r->mask);
+		put32(m + ROUTE_HDR_LEN + n * ROUTE_ENTRY_LEN + 8, r->next);
+		n++;
+	}
+}
+
+static int server_auth(struct server *s, struct conn *c, unsigned char *m,
+    size_t len)
+{
+	uint32_t ip = get32(m + 1);
+	struct conn *old;
+	char ips[16];
+
+	if (server_check_auth(s, c, msg_auth_check(m, s->cfg->password),
+	    (int64_t)get64(m + 5), m + 13, no_ctx, "AUTH") < 0)
+		return -1;
+	if (ip == 0 || ip_is_broadcast(ip, s->cfg->has_dhcp ? &s->cfg->dhcp :
+	    NULL))
+		return server_refuse(s, c, "AUTH for a non-host address");
+	if ((old = map_get(s, ip)) != NULL && old != c) {
+		log_info("client %s reconnected from %s", ip_str(ip, ips),
+		    c->from);
+		server_close(s, old, "replaced by a new connection");
+	}
+	if (c->addr != 0 && c->addr != ip && map_get(s, c->addr) == c)
+		map_del(s, c->addr);
+	c->addr = ip;
+	map_put(s, ip, c);
+	log_info("client %s connected from %s", ip_str(ip, ips), c->from);
+	server_send_routes(s, c);
+	return 0;
+}
+
+struct alloc_ctx {
+	const struct server *s;
+	const struct conn *c;
+};
+
+/* An address is free, or held by a connection of the same host (vmac). */
+static int addr_taken(void *ctx, uint32_t ip)
+{
+	const struct alloc_ctx *a = ctx;
+	const struct conn *holder = map_get(a->s, ip);
+
+	return holder != NULL && holder != a->c &&
+	    (holder->vmac[0] == '\0' || strcmp(holder->vmac, a->c->vmac) != 0);
+}
+
+static int server_expttun(struct server *s, struct conn *c, unsigned char *m,
+    size_t len)
+{
+	const struct config *cfg = s->cfg;
+	struct alloc_ctx ctx = { s, c };
+	unsigned char reply[EXPTTUN_LEN];
+	char vmac[16], text[32], ips[16];
+	struct cidr want = { 0, 0 };
+	const char *why;
+	uint32_t ip;
+
+	memcpy(vmac, c->vmac[0] ? c->vmac : no_ctx, 16);
+	if (server_check_auth(s, c, msg_expttun_check(m, cfg->password),
+	    (int64_t)get64(m + 1), m + 41, vmac, "EXPTTUN") < 0)
+		return -1;
+	if (!cfg->has_dhcp)
+		return server_refuse(s, c, "EXPTTUN but no --dhcp range");
+	if (memchr(m + 9, '\0', 32) == NULL ||
+	    cidr_parse((const char *)m + 9, &want, &why) < 0)
+		want.addr = 0;
+	ip = addr_alloc(&cfg->dhcp, want.addr, &s->last_alloc, addr_taken,
+	    &ctx);
+	if (ip == 0)
+		return server_refuse(s, c, "address range exhausted");
+	snprintf(text, sizeof(text), "%s/%d", ip_str(ip, ips),
+	    cfg->dhcp.prefix);
+	log_debug("%s asked for %s, granted %s", c->from,
+	    want.addr ? (const char *)m + 9 : "any address", text);
+	msg_expttun_build(reply, cfg->password, text, wall_s(), 0);
+	ws_send(&c->ws, WS_BINARY, reply, EXPTTUN_LEN);
+	return 0;
+}
+
+static void server_relay(struct server *s, struct conn *to,
+    const unsigned char *m, size_t len)
+{
+	if (ws_send(&to->ws, WS_BINARY, m, len) < 0) {
+		s->dropped++;
+		return;
+	}
+	to->tx++;
+	s->forwarded++;
+}
+
+/* Every other authenticated connection gets a copy. */
+static void server_broadcast(struct server *s, struct conn *from,
+    const unsigned char *m, size_t len)
+{
+	size_t i;
+
+	for (i = 0; i < s->maxconns; i++) {
+		struct conn *to = s->conns[i];
+
+		if (to != NULL && to != from && to->addr != 0)
+			server_relay(s, to, m, len);
+	}
+}
+
+/* A source address inside an SD-WAN destination routed via the sender. */
+static int sdwan_behind(const struct config *cfg, uint32_t src, uint32_t gw)
+{
+	int i;
+
+	for (i = 0; i < cfg->nsdwan; i++)
+		if (cfg->sdwan[i].next == gw &&
+		    (src & cfg->sdwan[i].mask) == cfg->sdwan[i].dst)
+			return 1;
+	return 0;
+}
+
+static int server_forward(struct server *s, struct conn *c, unsigned char *m,
+    size_t len)
+{
+	const struct config *cfg = s->cfg;
+	const unsigned char *pkt = m + 1;
+	uint32_t src, dst;
+	struct conn *to;
+	char a[16], b[16];
+
+	if (len < 1 + 20 || pkt[0] >> 4 != 4) {
+		s->dropped++;
+		return 0;
+	}
+	src = get32(pkt + 12);
+	dst = get32(pkt + 16);
+	if (src != c->addr && !cfg->no_source_check &&
+	    !sdwan_behind(cfg, src, c->addr)) {
+		s->spoofed++;
+		log_debug("dropped packet from %s claiming source %s",
+		    ip_str(c->addr, a), ip_str(src, b));
+		return 0;
+	}
+	if ((to = map_get(s, dst)) != NULL) {
+		if (to != c)
+			server_relay(s, to, m, len);
+	} else if (ip_is_broadcast(dst, cfg->has_dhcp ? &cfg->dhcp : NULL)) {
+		server_broadcast(s, c, m, len);
+	} else {
+		s->dropped++;
+		log_debug("no client for %s", ip_str(dst, a));
+	}
+	return 0;
+}
+
+/* UDP4CONN, DISCOVERY, GENERAL: src must be the sender, dst a client or
+ * everyone. */
+static int server_peer_msg(struct server *s, struct conn *c, unsigned char *m,
+    size_t len)
+{
+	size_t off = m[0] == MSG_GENERAL ? 4 : 1;
+	uint32_t src = get32(m + off), dst = get32(m + off + 4);
+	struct conn *to;
+	char a[16];
+
+	if (src != c->addr) {
+		log_info("closing %s (%s): message with source %s", c->from,
+		    ip_str(c->addr, a), ip_str(src, a));
+		return -1;
+	}
+	if (dst == UINT32_MAX)
+		server_broadcast(s, c, m, len);
+	else if ((to = map_get(s, dst)) != NULL && to != c)
+		server_relay(s, to, m, len);
+	return 0;
+}
+
+typedef int server_handler(struct server *s, struct conn *c,
+    unsigned char *m, size_t len);
+
+static const struct {
+	int type;
+	size_t minlen;
+	int need_auth;
+	server_handler *fn;
+} server_handlers[] = {
+	{ MSG_AUTH, AUTH_LEN, 0, server_auth },
+	{ MSG_FORWARD, 1, 1, server_forward },
+	{ MSG_EXPTTUN, EXPTTUN_LEN, 0, server_expttun },
+	{ MSG_UDP4CONN, UDP4CONN_LEN, 1, server_peer_msg },
+	{ MSG_VMAC, VMAC_LEN, 0, server_vmac },
+	{ MSG_DISCOVERY, DISCOVERY_LEN, 1, server_peer_msg },
+	{ MSG_GENERAL, GENERAL_HDR_LEN, 1, server_peer_msg },
+};
+
+/* 0 to go on, -1 to close the connection.  Unknown types are ignored. */
+static int server_dispatch(struct server *s, struct conn *c, unsigned char *m,
+    size_t len)
+{
+	size_t i;
+
+	if (len == 0)
+		return 0;
+	for (i = 0; i < sizeof(server_handlers) / sizeof(server_handlers[0]);
+	    i++) {
+		if (server_handlers[i].type != m[0])
+			continue;
+		if (len < server_handlers[i].minlen) {
+			log_info("closing %s: short message type %d (%zu bytes)",
+			    c->from, m[0], len);
+			return -1;
+		}
+		if (server_handlers[i].need_auth && c->addr == 0) {
+			log_info("closing %s: message type %d before AUTH",
+			    c->from, m[0]);
+			return -1;
+		}
+		return server_handlers[i].fn(s, c, m, len);
+	}
+	return 0;
+}
+
+static void server_listen(struct server *s, const struct uri *u)
+{
+	struct addrinfo hints, *res, *ai;
+	int err, on = 1;
+
+	memset(&hints, 0, sizeof(hints));
+	hints.ai_family = AF_UNSPEC;
+	hints.ai_socktype = SOCK_STREAM;
+	hints.ai_flags = AI_PASSIVE;
+	if ((err = getaddrinfo(u->host, u->port, &hints, &res)) != 0)
+		fatalx("bad --websocket `%s': %s", s->cfg->websocket,
+		    gai_strerror(err));
+	for (ai = res; ai != NULL && s->nlfd < SERVER_MAX_LISTEN;
+	    ai = ai->ai_next) {
+		int fd = socket(ai->ai_family, ai->ai_socktype, 0);
+
+		if (fd < 0)
+			continue;
+		setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &on, sizeof(on));
+		if (bind(fd, ai->ai_addr, ai->ai_addrlen) < 0 ||
+		    listen(fd, 128) < 0) {
+			/* [::] may already cover the IPv4 address. */
+			if (s->nlfd == 0 || errno != EADDRINUSE)
+				log_warn("cannot listen on %s port %s",
+				    u->host, u->port);
+			close(fd);
+			continue;
+		}
+		fd_nonblock(fd);
+		s->lfd[s->nlfd++] = fd;
+	}
+	freeaddrinfo(res);
+	if (s->nlfd == 0)
+		fatalx("cannot listen on `%s'", s->cfg->websocket);
+	log_info("listening on %s", s->cfg->websocket);
+}
+
+static void server_accept(struct server *s, int lfd)
+{
+	struct sockaddr_storage ss;
+	socklen_t sl = sizeof(ss);
+	struct conn *c;
+	struct tls *tls = NULL;
+	size_t i;
+	int fd;
+
+	if ((fd = accept(lfd, (struct sockaddr *)&ss, &sl)) < 0)
+		return;
+	fd_nonblock(fd);
+	tcp_nodelay(fd);
+	for (i = 0; i < s->maxconns && s->conns[i] != NULL; i++)
+		;
+	if (i == s->maxconns || (c = calloc(1, sizeof(*c))) == NULL) {
+		log_warnx("too many connections: refusing one");
+		close(fd);
+		return;
+	}
+	if (s->tls != NULL && (tls = tls_server_new(s->tls)) == NULL) {
+		log_warnx("out of memory for a TLS connection");
+		free(c);
+		close(fd);
+		return;
+	}
+	c->idx = i;
+	c->since_ms = now_ms();
+	sockaddr_str((struct sockaddr *)&ss, c->from, sizeof(c->from));
+	ws_init_server(&c->ws, fd, tls);
+	c->ws.last_rx_ms = c->since_ms;
+	s->conns[i] = c;
+	s->nconns++;
+	log_debug("connection from %s", c->from);
+}
+
+/* Read what the connection has: at most READ_BURST messages a pass, so
+ * one busy client cannot starve the others. */
+static void server_conn_read(struct server *s, struct conn *c)
+{
+	unsigned char *m;
+	size_t len;
+	int i, r;
+
+	if (stream_pump(&c->ws.s) < 0) {
+		server_close(s, c, "connection failed");
+		return;
+	}
+	for (i = 0; i < READ_BURST; i++) {
+		if ((r = ws_read(&c->ws, &m, &len)) < 0) {
+			server_close(s, c, "connection closed");
+			return;
+		}
+		if (r == 0)
+			break;
+		c->rx++;
+		if (server_dispatch(s, c, m, len) < 0) {
+			server_close(s, c, "protocol error");
+			return;
+		}
+	}
+}
+
+static void server_conn_timers(struct server *s, struct conn *c, int64_t now)
+{
+	if (c->ws.state != WS_OPEN && now - c->since_ms > HANDSHAKE_TIMEOUT_MS)
+		server_close(s, c, "no WebSocket handshake within 10 s");
+	else if (now - c->ws.last_rx_ms > IDLE_TIMEOUT_MS)
+		server_close(s, c, "silent for 60 s");
+	else if (c->ws.full_since_ms != 0 &&
+	    now - c->ws.full_since_ms > IDLE_TIMEOUT_MS)
+		server_close(s, c, "not reading for 60 s");
+}
+
+static void server_status(const struct server *s)
+{
+	size_t i;
+	char ip[16];
+
+	log_info("status: clients %zu forwarded %lu dropped %lu spoofed %lu "
+	    "refused %lu", s->nconns, s->forwarded, s->dropped, s->spoofed,
+	    s->refused);
+	for (i = 0; i < s->maxconns; i++) {
+		const struct conn *c = s->conns[i];
+
+		if (c != NULL)
+			log_info("client %s from %s rx %lu tx %lu queued %zu "
+			    "dropped %lu", c->addr ? ip_str(c->addr, ip) : "-",
+			    c->from, c->rx, c->tx, c->ws.outlen - c->ws.outpos,
+			    c->ws.dropped);
+	}
+}
+
+/* Connection slots: enough for every address of the range, within reason. */
+static size_t server_capacity(const struct config *cfg)
+{
+	size_t n = 1024;
+
+	if (cfg->has_dhcp && cfg->dhcp.prefix >= 22)
+		n = ((size_t)1 << (32 - cfg->dhcp.prefix)) + 64;
+	return n;
+}
+
+static void server_init(struct server *s, const struct config *cfg)
+{
+	struct uri u;
+	char err[256];
+
+	memset(s, 0, sizeof(*s));
+	s->cfg = cfg;
+	if (uri_parse(cfg->websocket, &u) < 0)
+		fatalx("bad --websocket `%s'", cfg->websocket);
+	if (u.tls && (s->tls = tls_server_ctx_load(cfg->cert, cfg->key, err,
+	    sizeof(err))) == NULL)
+		fatalx("%s", err);
+	s->maxconns = server_capacity(cfg);
+	for (s->mapsize = 16; s->mapsize < 2 * s->maxconns; s->mapsize *= 2)
+		;
+	s->conns = calloc(s->maxconns, sizeof(*s->conns));
+	s->map = calloc(s->mapsize, sizeof(*s->map));
+	if (s->conns == NULL || s->map == NULL)
+		fatalx("out of memory");
+	if (cfg->has_dhcp)
+		s->last_alloc = cfg->dhcp.addr & prefix_mask(cfg->dhcp.prefix);
+	server_listen(s, &u);
+}
+
+static void server_run(const struct config *cfg)
+{
+	static struct server s;
+	struct pollfd *pfd;
+	size_t i, npfd;
+
+	server_init(&s, cfg);
+	if ((pfd = calloc(1 + SERVER_MAX_LISTEN + s.maxconns,
+	    sizeof(*pfd))) == NULL)
+		fatalx("out of memory");
+	while (!sig_quit) {
+		int64_t now;
+		int timeout = 1000;
+
+		pfd[0].fd = sig_pipe[0];
+		pfd[0].events = POLLIN;
+		for (i = 0; i < (size_t)s.nlfd; i++) {
+			pfd[1 + i].fd = s.lfd[i];
+			pfd[1 + i].events = POLLIN;
+		}
+		npfd = 1 + (size_t)s.nlfd;
+		for (i = 0; i < s.maxconns; i++) {
+			struct conn *c = s.conns[i];
+
+			pfd[npfd + i].fd = c ? c->ws.s.fd : -1;
+			pfd[npfd + i].events = c ? ws_events(&c->ws) : 0;
+			pfd[npfd + i].revents = 0;
+			if (c && stream_pending(&c->ws.s))
+				timeout = 0;
+		}
+		if (poll(pfd, npfd + s.maxconns, timeout) < 0 && errno != EINTR)
+			fatalx("poll: %s", strerror(errno));
+		signals_drain();
+		for (i = 0; i < s.maxconns; i++) {
+			struct conn *c = s.conns[i];
+
+			if (c != NULL && (pfd[npfd + i].revents ||
+			    stream_pending(&c->ws.s)))
+				server_conn_read(&s, c);
+		}
+		now = now_ms();
+		for (i = 0; i < s.maxconns; i++) {
+			struct conn *c = s.conns[i];
+
+			if (c != NULL && ws_flush(&c->ws) < 0)
+				server_close(&s, c, "write failed");
+			else if (c != NULL)
+				server_conn_timers(&s, c, now);
+		}
+		for (i = 0; i < (size_t)s.nlfd; i++)
+			if (pfd[1 + i].revents & POLLIN)
+				server_accept(&s, s.lfd[i]);
+		if (sig_status) {
+			sig_status = 0;
+			server_status(&s);
+		}
+	}
+	log_info("shutting down");
+	for (i = 0; i < s.maxconns; i++)
+		if (s.conns[i] != NULL)
+			server_close(&s, s.conns[i], "server shutting down");
+}
+
+/* ---- The client (PROTOCOL.md 3 and 4). ---- */
+
+#define CONNECT_TIMEOUT_MS	5000	/* per server address tried */
+#define OPEN_TIMEOUT_MS		10000	/* TCP connected to WebSocket open */
+#define KEEPALIVE_PING_MS	15000	/* ping after this long without a frame */
+#define KEEPALIVE_DEAD_MS	30000	/* and give up after this long */
+#define BACKOFF_MAX_S		30
+#define SESSION_STABLE_MS	60000	/* a session this old resets the backoff */
+#define TUN_BURST		64	/* packets read from the TUN a pass */
+#define IPV4_HDR_LEN		20
+
+enum session_state {
+	S_IDLE,		/* waiting to (re)connect */
+	S_CONNECTING,	/* TCP connect under way */
+	S_OPENING,	/* TLS and WebSocket upgrade */
+	S_ASKING,	/* EXPTTUN sent, waiting for the address */
+	S_UP		/* AUTH sent: forwarding */
+};
+
+/* The client process: one server connection at a time, one TUN device. */
+struct session {
+	struct client c;
+	const struct config *cfg;
+	enum session_state state;
+	struct uri uri;
+	struct tls_ctx *tls;
+	struct addrinfo *ai_list, *ai_next;	/* server addresses to try */
+	int fd;					/* while S_CONNECTING */
+	int64_t deadline;	/* connect timeout, or when to reconnect */
+	int64_t started_ms;	/* when the session opened */
+	int backoff_s;
+	int64_t last_tx_ms, ping_ms;
+	char vmac[17];
+	struct cidr want;	/* the address to ask for: cached or static */
+	char ping[128];		/* candy::OS::VERSION::HOSTNAME */
+	struct ws ws;
+	unsigned char buf[PKT_HEADROOM + PKT_MAX];	/* TUN reads */
+};
+
+#if defined(__linux__)
+#define CANDY_OS "linux"
+#elif defined(__APPLE__)
+#define CANDY_OS "macos"
+#elif defined(__FreeBSD__)
+#define CANDY_OS "freebsd"
+#elif defined(__OpenBSD__)
+#define CANDY_OS "openbsd"
+#elif defined(__NetBSD__)
+#define CANDY_OS "netbsd"
+#else
+#define CANDY_OS "unix"
+#endif
+
+static struct session *session_of(struct client *c)
+{
+	return (struct session *)(void *)c;	/* c is the first member */
+}
+
+/* State kept between runs, in Candy's layout under --state-dir. */
+static void state_path(const struct config *cfg, char *buf, size_t len,
+    const char *kind, const char *name)
+{
+	snprintf(buf, len, "%s/%s/%s", cfg->state_dir, kind,
+	    name && *name ? name : "__noname__");
+}
+
+static int state_read(const struct config *cfg, const char *kind,
+    const char *name, char *out, size_t outlen)
+{
+	char path[600], *value;
+	FILE *f;
+	size_t n;
+
+	state_path(cfg, path, sizeof(path), kind, name);
+	if ((f = fopen(path, "r")) == NULL)
+		return -1;
+	n = fread(out, 1, outlen - 1, f);
+	fclose(f);
+	out[n] = '\0';
+	value = trim(out, 0);
+	memmove(out, value, strlen(value) + 1);
+	return 0;
+}
+
+/* Write through a temporary file, so a crash leaves the old value. */
+static void state_write(const struct config *cfg, const char *kind,
+    const char *name, const char *value)
+{
+	char path[600], tmp[620];
+	FILE *f;
+
+	snprintf(path, sizeof(path), "%s", cfg->state_dir);
+	mkdir(path, 0755);
+	snprintf(path, sizeof(path), "%s/%s", cfg->state_dir, kind);
+	mkdir(path, 0755);
+	state_path(cfg, path, sizeof(path), kind, name);
+	snprintf(tmp, sizeof(tmp), "%s.tmp", path);
+	if ((f = fopen(tmp, "w")) == NULL ||
+	    fprintf(f, "%s", value) < 0 || fclose(f) != 0 ||
+	    rename(tmp, path) < 0)
+		log_warn("cannot save %s", path);
+}
+
+/* The vmac identifies this host to the server: 16 random hex digits, made
+ * once and kept. */
+static void session_load_vmac(struct session *s)
+{
+	static const char hex[] = "0123456789abcdef";
+	unsigned char r[16];
+	size_t i;
+
+	if (state_read(s->cfg, "vmac", NULL, s->vmac, sizeof(s->vmac)) == 0 &&
+	    strlen(s->vmac) == 16 && strspn(s->vmac, hex) == 16)
+		return;
+	rand_bytes(r, sizeof(r));
+	for (i = 0; i < 16; i++)
+		s->vmac[i] = hex[r[i] & 15];
+	s->vmac[16] = '\0';
+	state_write(s->cfg, "vmac", NULL, s->vmac);
+}
+
+static void session_load_address(struct session *s)
+{
+	char text[64];
+	const char *why;
+
+	if (s->cfg->has_tun) {
+		s->want = s->cfg->tun;
+	} else if (state_read(s->cfg, "address", s->cfg->name, text,
+	    sizeof(text)) < 0 || cidr_parse(text, &s->want, &why) < 0) {
+		s->want.addr = 0;
+		s->want.prefix = 0;
+	}
+}
+
+static int session_send(struct session *s, int op, const void *p, size_t n)
+{
+	if (s->state < S_OPENING || ws_send(&s->ws, op, p, n) < 0)
+		return -1;
+	s->last_tx_ms = now_ms();
+	return 0;
+}
+
+int client_server_send(struct client *c, const unsigned char *msg, size_t len)
+{
+	struct session *s = session_of(c);
+
+	if (s->state != S_UP)
+		return -1;
+	return session_send(s, WS_BINARY, msg, len);
+}
+
+/* RFC 791 header checksum. */
+static uint16_t ip_checksum(const unsigned char *p, size_t len)
+{
+	uint32_t sum = 0;
+	size_t i;
+
+	for (i = 0; i + 1 < len; i += 2)
+		sum += get16(p + i);
+	while (sum >> 16)
+		sum = (sum & 0xffff) + (sum >> 16);
+	return (uint16_t)~sum;
+}
+
+/* Relaying: TTL minus one, checksum patched as RFC 1141 does. */
+static int ip_ttl_decrement(unsigned char *pkt)
+{
+	uint32_t sum;
+
+	if (pkt[8] <= 1)
+		return -1;
+	pkt[8]--;
+	sum = get16(pkt + 10) + 0x0100;
+	put16(pkt + 10, (uint16_t)((sum & 0xffff) + (sum >> 16)));
+	return 0;
+}
+
+/* SD-WAN: wrap the packet in an IP-in-IP header towards the gateway. */
+static unsigned char *ipip_wrap(struct client *c, unsigned char *pkt,
+    size_t *len, uint32_t gw)
+{
+	unsigned char *h = pkt - IPV4_HDR_LEN;
+
+	h[0] = 0x45;
+	h[1] = 0;
+	put16(h + 2, (uint16_t)(*len + IPV4_HDR_LEN));
+	put32(h + 4, 0);	/* id 0, no fragmentation flags */
+	h[8] = 64;
+	h[9] = 4;		/* IP-in-IP */
+	put16(h + 10, 0);
+	put32(h + 12, c->addr);
+	put32(h + 16, gw);
+	put16(h + 10, ip_checksum(h, IPV4_HDR_LEN));
+	*len += IPV4_HDR_LEN;
+	return h;
+}
+
+static const struct sdwan_route *client_sdwan_lookup(const struct client *c,
+    uint32_t dst)
+{
+	int i;
+
+	for (i = 0; i < c->nroutes; i++)
+		if ((dst & c->routes[i].mask) == c->routes[i].dst &&
+		    c->routes[i].next != c->addr)
+			return &c->routes[i];
+	return NULL;
+}
+
+void client_route(struct client *c, unsigned char *pkt, size_t len, int relay)
+{
+	struct session *s = session_of(c);
+	const struct sdwan_route *r;
+	uint32_t dst;
+
+	if (len < IPV4_HDR_LEN || pkt[0] >> 4 != 4 || c->addr == 0) {
+		c->dropped++;
+		return;
+	}
+	if (relay && ip_ttl_decrement(pkt) < 0) {
+		c->ttl_expired++;
+		return;
+	}
+	dst = get32(pkt + 16);
+	if ((r = client_sdwan_lookup(c, dst)) != NULL) {
+		pkt = ipip_wrap(c, pkt, &len, r->next);
+		dst = r->next;
+	}
+	if (dst == c->addr) {
+		client_deliver(c, pkt, len);
+		return;
+	}
+	if (p2p_send(c, dst, pkt, len))
+		return;
+	pkt[-1] = MSG_FORWARD;
+	if (client_server_send(c, pkt - 1, len + 1) < 0) {
+		c->dropped++;
+		return;
+	}
+	c->tx_server++;
+	(void)s;
+}
+
+void client_deliver(struct client *c, unsigned char *pkt, size_t len)
+{
+	size_t ihl;
+
+	if (len < IPV4_HDR_LEN || pkt[0] >> 4 != 4) {
+		c->dropped++;
+		return;
+	}
+	/* An IP-in-IP packet for us: a peer reached our SD-WAN LAN. */
+	if (pkt[9] == 4 && get32(pkt + 16) == c->addr) {
+		ihl = (size_t)(pkt[0] & 15) * 4;
+		if (ihl < IPV4_HDR_LEN || len < ihl + IPV4_HDR_LEN) {
+			c->dropped++;
+			return;
+		}
+		pkt += ihl;
+		len -= ihl;
+		if (pkt[0] >> 4 != 4) {
+			c->dropped++;
+			return;
+		}
+	}
+	if (c->tun_fd < 0 || tun_write(c->tun_fd, pkt, len) < 0)
+		c->dropped++;
+}
+
+/* ---- The client's connection to the server. ---- */
+
+/* After a failure: wait 1 s doubling to 30 s, plus up to a quarter more
+ * of jitter; a session that lived a minute starts the doubling again. */
+static void session_retry(struct session *s, int64_t now)
+{
+	int64_t wait;
+
+	if (s->started_ms != 0 && now - s->started_ms >= SESSION_STABLE_MS)
+		s->backoff_s = 1;
+	wait = (int64_t)s->backoff_s * 1000;
+	wait += rand_below((uint32_t)wait / 4 + 1);
+	s->deadline = now + wait;
+	s->backoff_s = s->backoff_s * 2 > BACKOFF_MAX_S ? BACKOFF_MAX_S :
+	    s->backoff_s * 2;
+	s->started_ms = 0;
+	s->state = S_IDLE;
+	log_debug("reconnecting in %lld ms", (long long)wait);
+}
+
+static void session_end(struct session *s, const char *why)
+{
+	if (s->state == S_UP)
+		log_warnx("disconnected from %s: %s", s->cfg->websocket, why);
+	else
+		log_warnx("cannot connect to %s: %s", s->cfg->websocket, why);
+	if (s->state >= S_OPENING)
+		ws_free(&s->ws);
+	else if (s->fd >= 0)
+		close(s->fd);
+	s->fd = -1;
+	s->c.ws = NULL;
+	if (s->ai_list != NULL) {
+		freeaddrinfo(s->ai_list);
+		s->ai_list = s->ai_next = NULL;
+	}
+	session_retry(s, now_ms());
+}
+
+/* Try the next address of the server's name; every one is tried in turn,
+ * so a dual-stack server with a broken IPv6 path is still reached. */
+static void session_connect_next(struct session *s)
+{
+	while (s->ai_next != NULL) {
+		struct addrinfo *ai = s->ai_next;
+		int fd;
+
+		s->ai_next = ai->ai_next;
+		if ((fd = socket(ai->ai_family, SOCK_STREAM, 0)) < 0)
+			continue;
+		fd_nonblock(fd);
+		if (connect(fd, ai->ai_addr, ai->ai_addrlen) < 0 &&
+		    errno != EINPROGRESS) {
+			log_debug("connect: %s", strerror(errno));
+			close(fd);
+			continue;
+		}
+		s->fd = fd;
+		s->state = S_CONNECTING;
+		s->deadline = now_ms() + CONNECT_TIMEOUT_MS;
+		return;
+	}
+	session_end(s, "no address of the server answered");
+}
+
+static void session_connect(struct session *s)
+{
+	struct addrinfo hints;
+	int err;
+
+	memset(&hints, 0, sizeof(hints));
+	hints.ai_family = AF_UNSPEC;
+	hints.ai_socktype = SOCK_STREAM;
+	if ((err = getaddrinfo(s->uri.host, s->uri.port, &hints,
+	    &s->ai_list)) != 0) {
+		s->ai_list = NULL;
+		session_end(s, gai_strerror(err));
+		return;
+	}
+	s->ai_next = s->ai_list;
+	session_connect_next(s);
+}
+
+/* The TCP connect finished, one way or the other. */
+static void session_connected(struct session *s)
+{
+	struct tls *tls = NULL;
+	socklen_t sl = sizeof(int);
+	int err = 0;
+
+	if (getsockopt(s->fd, SOL_SOCKET, SO_ERROR, &err, &sl) < 0 || err) {
+		log_debug("connect: %s", strerror(err));
+		close(s->fd);
+		s->fd = -1;
+		session_connect_next(s);
+		return;
+	}
+	freeaddrinfo(s->ai_list);
+	s->ai_list = s->ai_next = NULL;
+	tcp_nodelay(s->fd);
+	if (s->tls != NULL &&
+	    (tls = tls_client_new(s->tls, s->uri.host)) == NULL) {
+		session_end(s, "out of memory for TLS");
+		return;
+	}
+	ws_init_client(&s->ws, s->fd, tls, s->uri.hostport, s->uri.path);
+	s->fd = -1;
+	s->c.ws = &s->ws;
+	s->state = S_OPENING;
+	s->started_ms = s->ws.last_rx_ms = s->last_tx_ms = now_ms();
+	s->ping_ms = 0;
+}
+
+/* The WebSocket is open: VMAC, then AUTH or EXPTTUN (PROTOCOL.md 3). */
+static void session_hello(struct session *s)
+{
+	unsigned char m[EXPTTUN_LEN + PAD_MAX];
+	const char *pw = s->cfg->password;
+	char text[20];
+	size_t n;
+
+	n = msg_vmac_build(m, pw, s->vmac, wall_s(), rand_below(PAD_MAX + 1));
+	session_send(s, WS_BINARY, m, n);
+	if (s->cfg->has_tun) {
+		s->state = S_ASKING;	/* session_up moves it on */
+		return;
+	}
+	if (s->want.addr != 0)
+		cidr_str(&s->want, text);
+	else
+		snprintf(text, sizeof(text), "0.0.0.0/0");
+	n = msg_expttun_build(m, pw, text, wall_s(), rand_below(PAD_MAX + 1));
+	session_send(s, WS_BINARY, m, n);
+	s->state = S_ASKING;
+}
+
+/* Bring the TUN device to addr/prefix; it survives reconnects as long as
+ * the address stays the same. */
+static void client_tun_up(struct client *c, const struct config *cfg,
+    uint32_t addr, int prefix)
+{
+	char name[32], ip[16];
+	int i;
+
+	if (c->tun_fd < 0) {
+		snprintf(name, sizeof(name), "candy%s%s", cfg->name[0] ? "-" : "",
+		    cfg->name);
+		if ((c->tun_fd = tun_open(name, c->ifname)) < 0)
+			fatalx("cannot create TUN device %s: %s", name,
+			    strerror(errno));
+	} else if (c->addr == addr && c->prefix == prefix) {
+		return;
+	}
+	if (c->addr != 0 && c->addr != addr)
+		p2p_stop(c);	/* peers know us by the old address */
+	if (tun_configure(c->ifname, addr, prefix, cfg->mtu) < 0)
+		fatalx("cannot configure %s as %s/%d: %s", c->ifname,
+		    ip_str(addr, ip), prefix, strerror(errno));
+	c->addr = addr;
+	c->prefix = prefix;
+	c->mask = prefix_mask(prefix);
+	c->net = addr & c->mask;
+	for (i = 0; i < c->nroutes; i++)	/* kept across a reconnect */
+		tun_route_add(c->ifname, c->routes[i].dst, c->routes[i].mask);
+}
+
+static void session_up(struct session *s, uint32_t addr, int prefix)
+{
+	unsigned char m[AUTH_LEN + PAD_MAX];
+	struct cidr got = { addr, prefix };
+	char text[20];
+	size_t n;
+
+	n = msg_auth_build(m, s->cfg->password, addr, wall_s(),
+	    rand_below(PAD_MAX + 1));
+	session_send(s, WS_BINARY, m, n);
+	client_tun_up(&s->c, s->cfg, addr, prefix);
+	s->state = S_UP;
+	session_send(s, WS_PING, s->ping, strlen(s->ping));
+	s->ping_ms = now_ms();
+	cidr_str(&got, text);
+	if (!s->cfg->has_tun) {
+		s->want = got;
+		state_write(s->cfg, "address", s->cfg->name, text);
+	}
+	log_info("connected to %s as %s on %s", s->cfg->websocket, text,
+	    s->c.ifname);
+}
+
+static int session_expttun(struct session *s, unsigned char *m, size_t len)
+{
+	struct cidr got;
+	const char *why;
+
+	if (s->state != S_ASKING)
+		return 0;
+	if (!msg_expttun_check(m, s->cfg->password)) {
+		log_warnx("server's address answer has a bad hash: "
+		    "is the password right?");
+		return -1;
+	}
+	if (memchr(m + 9, '\0', 32) == NULL ||
+	    cidr_parse((const char *)m + 9, &got, &why) < 0 ||
+	    got.prefix < 1 || got.prefix > 30) {
+		log_warnx("server granted a bad address");
+		return -1;
+	}
+	session_up(s, got.addr, got.prefix);
+	return 0;
+}
+
+static int session_forward(struct session *s, unsigned char *m, size_t len)
+{
+	struct client *c = &s->c;
+
+	if (s->state != S_UP || len < 1 + IPV4_HDR_LEN)
+		return 0;
+	c->rx_server++;
+	p2p_saw_forward(c, get32(m + 1 + 12));
+	client_deliver(c, m + 1, len - 1);
+	return 0;
+}
+
+/* SD-WAN routes from the server: install those not via ourselves. */
+static int session_route(struct session *s, unsigned char *m, size_t len)
+{
+	struct client *c = &s->c;
+	size_t i, count = m[1];
+	char a[16], b[16];
+
+	if (len < ROUTE_HDR_LEN + count * ROUTE_ENTRY_LEN)
+		return -1;
+	for (i = 0; i < count; i++) {
+		const unsigned char *e = m + ROUTE_HDR_LEN + i * ROUTE_ENTRY_LEN;
+		uint32_t mask = get32(e + 4), dst = get32(e) & mask;
+		uint32_t next = get32(e + 8);
+		int j;
+
+		for (j = 0; j < c->nroutes; j++)
+			if (c->routes[j].dst == dst && c->routes[j].mask == mask)
+				break;
+		if (j == SDWAN_MAX || next == c->addr)
+			continue;
+		c->routes[j].dst = dst;
+		c->routes[j].mask = mask;
+		c->routes[j].next = next;
+		if (j < c->nroutes)
+			continue;
+		c->nroutes++;
+		if (tun_route_add(c->ifname, dst, mask) < 0)
+			log_warn("cannot add route %s/%s", ip_str(dst, a),
+			    ip_str(mask, b));
+		else
+			log_info("route %s/%s via %s", ip_str(dst, a),
+			    ip_str(mask, b), ip_str(next, b));
+	}
+	return 0;
+}
+
+static int session_peer_msg(struct session *s, unsigned char *m, size_t len)
+{
+	if (s->state == S_UP)
+		p2p_server_msg(&s->c, m, len);
+	return 0;
+}
+
+typedef int session_handler(struct session *s, unsigned char *m, size_t len);
+
+static const struct {
+	int type;
+	size_t minlen;
+	session_handler *fn;
+} session_handlers[] = {
+	{ MSG_FORWARD, 1, session_forward },
+	{ MSG_EXPTTUN, EXPTTUN_LEN, session_expttun },
+	{ MSG_ROUTE, ROUTE_HDR_LEN, session_route },
+	{ MSG_UDP4CONN, UDP4CONN_LEN, session_peer_msg },
+	{ MSG_DISCOVERY, DISCOVERY_LEN, session_peer_msg },
+	{ MSG_GENERAL, GENERAL_HDR_LEN, session_peer_msg },
+};
+
+static int session_dispatch(struct session *s, unsigned char *m, size_t len)
+{
+	size_t i;
+
+	if (len == 0)
+		return 0;
+	for (i = 0; i < sizeof(session_handlers) / sizeof(session_handlers[0]);
+	    i++) {
+		if (session_handlers[i].type != m[0])
+			continue;
+		if (len < session_handlers[i].minlen) {
+			log_warnx("short message type %d from the server", m[0]);
+			return -1;
+		}
+		return session_handlers[i].fn(s, m, len);
+	}
+	return 0;
+}
+
+static void session_read(struct session *s)
+{
+	unsigned char *m;
+	size_t len;
+	int i, r;
+
+	if (stream_pump(&s->ws.s) < 0) {
+		session_end(s, "connection failed");
+		return;
+	}
+	for (i = 0; i < READ_BURST; i++) {
+		if ((r = ws_read(&s->ws, &m, &len)) < 0) {
+			session_end(s, s->state == S_ASKING ?
+			    "server closed the connection (wrong password?)" :
+			    "server closed the connection");
+			return;
+		}
+		if (s->state == S_OPENING && s->ws.state == WS_OPEN) {
+			session_hello(s);
+			if (s->cfg->has_tun)
+				session_up(s, s->cfg->tun.addr,
+				    s->cfg->tun.prefix);
+		}
+		if (r == 0)
+			break;
+		if (session_dispatch(s, m, len) < 0) {
+			session_end(s, "protocol error");
+			return;
+		}
+	}
+}
+
+/* Timers: connect and open timeouts, keepalive, reconnect. */
+static void session_timers(struct session *s, int64_t now)
+{
+	switch (s->state) {
+	case S_IDLE:
+		if (now >= s->deadline)
+			session_connect(s);
+		break;
+	case S_CONNECTING:
+		if (now >= s->deadline) {
+			close(s->fd);
+			s->fd = -1;
+			log_debug("connect timed out");
+			session_connect_next(s);
+		}
+		break;
+	case S_OPENING:
+	case S_ASKING:
+		if (now - s->started_ms > OPEN_TIMEOUT_MS)
+			session_end(s, "no answer within 10 s");
+		break;
+	case S_UP:
+		if (now - s->ws.last_rx_ms > KEEPALIVE_DEAD_MS) {
+			session_end(s, "no frame for 30 s");
+			break;
+		}
+		/* Ping when the server went quiet, and when we did: our
+		 * server closes a client silent for 60 s. */
+		if ((now - s->ws.last_rx_ms >= KEEPALIVE_PING_MS &&
+		    s->ping_ms < s->ws.last_rx_ms) ||
+		    now - s->last_tx_ms >= KEEPALIVE_PING_MS) {
+			session_send(s, WS_PING, s->ping, strlen(s->ping));
+			s->ping_ms = now;
+		}
+		break;
+	}
+}
+
+/* Packets from the TUN device: to a peer, a gateway, or the server. */
+static void session_tun_input(struct session *s)
+{
+	unsigned char *pkt = s->buf + PKT_HEADROOM;
+	int i;
+
+	for (i = 0; i < TUN_BURST; i++) {
+		/* Leave room for an IP-in-IP header within PKT_MAX. */
+		ssize_t n = tun_read(s->c.tun_fd, pkt,
+		    PKT_MAX - IPV4_HDR_LEN - 1);
+
+		if (n <= 0) {
+			if (n < 0)
+				log_warn("reading %s", s->c.ifname);
+			return;
+		}
+		client_route(&s->c, pkt, (size_t)n, 0);
+	}
+}
+
+/* Read the TUN only while the server queue has room for what we read:
+ * a full queue stops the input that feeds it (back-pressure, not drops). */
+static int session_tun_wanted(const struct session *s)
+{
+	if (s->c.tun_fd < 0)
+		return 0;
+	if (s->state != S_UP)
+		return 1;
+	return WS_OUT_SIZE - (s->ws.outlen - s->ws.outpos) >=
+	    4 * (size_t)(s->cfg->mtu + 64);
+}
+
+static void session_status(struct session *s)
+{
+	struct client *c = &s->c;
+	char ip[16], a[16], b[16];
+	int i;
+
+	log_info("status: address %s/%d server %s tx %lu rx %lu dropped %lu "
+	    "ttl-expired %lu", ip_str(c->addr, ip), c->prefix,
+	    s->state == S_UP ? "up" : "down", c->tx_server, c->rx_server,
+	    c->dropped, c->ttl_expired);
+	for (i = 0; i < c->nroutes; i++)
+		log_info("sdwan %s/%s via %s", ip_str(c->routes[i].dst, ip),
+		    ip_str(c->routes[i].mask, a), ip_str(c->routes[i].next, b));
+	p2p_status(c);
+}
+
+/* SIGINT/SIGTERM: say goodbye to the server, remove routes and device. */
+static void session_shutdown(struct session *s)
+{
+	struct client *c = &s->c;
+	int i;
+
+	log_info("shutting down");
+	if (s->state >= S_OPENING) {
+		ws_close(&s->ws);
+		ws_free(&s->ws);
+	}
+	p2p_stop(c);
+	for (i = 0; i < c->nroutes; i++)
+		tun_route_del(c->ifname, c->routes[i].dst, c->routes[i].mask);
+	if (c->tun_fd >= 0)
+		tun_close(c->tun_fd, c->ifname);
+}
+
+static void session_init(struct session *s, const struct config *cfg)
+{
+	char host[64] = "unknown", err[256];
+
+	memset(s, 0, sizeof(*s));
+	s->cfg = s->c.cfg = cfg;
+	s->c.tun_fd = -1;
+	s->fd = -1;
+	s->backoff_s = 1;
+	s->state = S_IDLE;
+	s->deadline = 0;
+	if (uri_parse(cfg->websocket, &s->uri) < 0)
+		fatalx("bad --websocket `%s'", cfg->websocket);
+	if (s->uri.tls && (s->tls = tls_client_ctx_load(cfg->ca[0] ? cfg->ca :
+	    NULL, cfg->pin[0] ? cfg->pin : NULL, cfg->insecure, err,
+	    sizeof(err))) == NULL)
+		fatalx("%s", err);
+	gethostname(host, sizeof(host) - 1);
+	snprintf(s->ping, sizeof(s->ping), "candy::%s::%s::%s", CANDY_OS,
+	    CANDY_VERSION, host);
+	session_load_vmac(s);
+	session_load_address(s);
+	if (p2p_start(&s->c) < 0)
+		fatalx("cannot start peer-to-peer");
+}
+
+static void client_run(const struct config *cfg)
+{
+	static struct session s;
+	enum { P_SIG, P_WS, P_TUN, P_UDP, P_N };
+	struct pollfd pfd[P_N];
+	int64_t tick = 0;	/* the next 1-second tick of peer.c */
+
+	session_init(&s, cfg);
+	while (!sig_quit) {
+		int64_t now = now_ms(), next = tick;
+		int timeout;
+
+		if ((s.state == S_CONNECTING || s.state == S_IDLE) &&
+		    s.deadline < next)
+			next = s.deadline;
+		timeout = next <= now ? 0 : next - now > 1000 ? 1000 :
+		    (int)(next - now);
+		memset(pfd, 0, sizeof(pfd));
+		pfd[P_SIG].fd = sig_pipe[0];
+		pfd[P_SIG].events = POLLIN;
+		pfd[P_WS].fd = s.state == S_CONNECTING ? s.fd :
+		    s.state >= S_OPENING ? s.ws.s.fd : -1;
+		pfd[P_WS].events = s.state == S_CONNECTING ? POLLOUT :
+		    s.state >= S_OPENING ? ws_events(&s.ws) : 0;
+		if (s.state >= S_OPENING && stream_pending(&s.ws.s))
+			timeout = 0;
+		pfd[P_TUN].fd = session_tun_wanted(&s) ? s.c.tun_fd : -1;
+		pfd[P_TUN].events = POLLIN;
+		pfd[P_UDP].fd = s.c.p2p.udp_fd;
+		pfd[P_UDP].events = POLLIN;
+		if (poll(pfd, P_N, timeout) < 0 && errno != EINTR)
+			fatalx("poll: %s", strerror(errno));
+		signals_drain();
+		if (s.state == S_CONNECTING && pfd[P_WS].revents)
+			session_connected(&s);
+		else if (s.state >= S_OPENING &&
+		    (pfd[P_WS].revents || stream_pending(&s.ws.s)))
+			session_read(&s);
+		if (pfd[P_UDP].revents)
+			p2p_udp_input(&s.c);
+		if (pfd[P_TUN].revents)
+			session_tun_input(&s);
+		now = now_ms();
+		if (now >= tick)
+			tick = p2p_tick(&s.c, now);
+		session_timers(&s, now);
+		if (s.state >= S_OPENING && ws_flush(&s.ws) < 0)
+			session_end(&s, "write failed");
+		if (sig_status) {
+			sig_status = 0;
+			session_status(&s);
+		}
+	}
+	session_shutdown(&s);
+}
+
+#ifndef CANDY_NO_MAIN
+int main(int argc, char **argv)
+{
+	static struct config cfg;
+	char err[512];
+	int r;
+
+	if ((r = config_load(&cfg, argc, argv, err, sizeof(err))) < 0) {
+		fprintf(stderr, "candy: %s\n", err);
+		return 1;
+	}
+	if (r > 0)
+		return 0;
+	log_init(cfg.debug, !cfg.no_timestamp);
+	rand_init();
+	signals_init();
+	if (cfg.mode == MODE_SERVER)
+		server_run(&cfg);
+	else
+		client_run(&cfg);
+	return 0;
+}
+#endif
