@@ -1001,35 +1001,48 @@ static int server_vmac(struct server *s, struct conn *c, unsigned char *m,
 	return 0;
 }
 
-/* Send the SD-WAN routes that apply to addr, ROUTE_MAX_ENTRIES a frame. */
+size_t msg_route_build(unsigned char *out, const struct sdwan_route *e,
+    size_t n)
+{
+	size_t i;
+
+	out[0] = MSG_ROUTE;
+	out[1] = (unsigned char)n;
+	out[2] = out[3] = 0;
+	for (i = 0; i < n; i++) {
+		put32(out + ROUTE_HDR_LEN + i * ROUTE_ENTRY_LEN, e[i].dst);
+		put32(out + ROUTE_HDR_LEN + i * ROUTE_ENTRY_LEN + 4, e[i].mask);
+		put32(out + ROUTE_HDR_LEN + i * ROUTE_ENTRY_LEN + 8, e[i].next);
+	}
+	return ROUTE_HDR_LEN + n * ROUTE_ENTRY_LEN;
+}
+
+/* Send the SD-WAN routes that apply to the client, ROUTE_MAX_ENTRIES a
+ * frame: a rule applies when addr & mask(dev) == host(dev). */
 static void server_send_routes(struct server *s, struct conn *c)
 {
 	unsigned char m[ROUTE_HDR_LEN + ROUTE_MAX_ENTRIES * ROUTE_ENTRY_LEN];
+	struct sdwan_route e[ROUTE_MAX_ENTRIES];
 	const struct config *cfg = s->cfg;
-	int i, n = 0;
+	size_t n = 0;
+	int i;
 
-	for (i = 0; i <= cfg->nsdwan; i++) {
+	for (i = 0; i < cfg->nsdwan; i++) {
 		const struct sdwan_rule *r = &cfg->sdwan[i];
-		uint32_t devmask;
+		uint32_t devmask = prefix_mask(r->dev.prefix);
 
-		if (n == ROUTE_MAX_ENTRIES || (i == cfg->nsdwan && n > 0)) {
-			m[0] = MSG_ROUTE;
-			m[1] = (unsigned char)n;
-			m[2] = m[3] = 0;
-			ws_send(&c->ws, WS_BINARY, m,
-			    ROUTE_HDR_LEN + (size_t)n * ROUTE_ENTRY_LEN);
-			n = 0;
-		}
-		if (i == cfg->nsdwan)
-			break;
-		devmask = prefix_mask(r->dev.prefix);
 		if ((c->addr & devmask) != (r->dev.addr & devmask))
 			continue;
-		put32(m + ROUTE_HDR_LEN + n * ROUTE_ENTRY_LEN, r->dst);
-		put32(m + ROUTE_HDR_LEN + n * ROUTE_ENTRY_LEN + 4, r->mask);
-		put32(m + ROUTE_HDR_LEN + n * ROUTE_ENTRY_LEN + 8, r->next);
-		n++;
+		e[n].dst = r->dst;
+		e[n].mask = r->mask;
+		e[n].next = r->next;
+		if (++n == ROUTE_MAX_ENTRIES) {
+			ws_send(&c->ws, WS_BINARY, m, msg_route_build(m, e, n));
+			n = 0;
+		}
 	}
+	if (n > 0)
+		ws_send(&c->ws, WS_BINARY, m, msg_route_build(m, e, n));
 }
 
 static int server_auth(struct server *s, struct conn *c, unsigned char *m,

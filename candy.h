@@ -370,6 +370,10 @@ size_t msg_vmac_build(unsigned char *out, const char *password,
     const char vmac[16], int64_t ts, size_t pad);
 size_t msg_expttun_build(unsigned char *out, const char *password,
     const char *cidr, int64_t ts, size_t pad);
+/* ROUTE with n entries (dst, mask, next); returns its length. */
+struct sdwan_route;
+size_t msg_route_build(unsigned char *out, const struct sdwan_route *e,
+    size_t n);
 /* Check the hash of a received message of at least its fixed length.
  * 1 good, 0 bad. */
 int msg_auth_check(const unsigned char *m, const char *password);
