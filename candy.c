@@ -2040,8 +2040,10 @@ static int session_dispatch(struct session *s, unsigned char *m, size_t len)
 {
 	size_t i;
 
-	if (len == 0)
-		return 0;
+	if (len == 0) {		/* as Candy's client: an empty frame ends it */
+		log_warnx("empty frame from the server");
+		return -1;
+	}
 	for (i = 0; i < sizeof(session_handlers) / sizeof(session_handlers[0]);
 	    i++) {
 		if (session_handlers[i].type != m[0])
