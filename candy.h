@@ -275,7 +275,10 @@ uint32_t addr_alloc(const struct cidr *range, uint32_t requested,
  * changed or removed the table calls announce(ctx, dst, rtt) once, with the
  * rtt to advertise: the entry's rtt plus our cost, or RTT_UNREACHABLE for a
  * removal; the caller sends ROUTE(dst, self, rtt) to every connected peer.
- * The table never holds more than max entries (sized from the network).
+ * The table never holds more than max entries (sized from the network):
+ * when full, a new relayed destination is ignored, and a new direct entry
+ * replaces the dearest relayed one.  rtt outside 0..1000 is unreachable.
+ * The callback must not call back into the table (send, do not route).
  */
 struct relay_route {
 	uint32_t dst, next;
@@ -298,16 +301,34 @@ int relay_init(struct relay *t, size_t max, relay_announce_fn *announce,
     void *ctx);
 /* Forget every entry (no announcements); set our address and cost. */
 void relay_reset(struct relay *t, uint32_t self, int cost);
-/* A DELAY round trip to the connected peer gave rtt: the direct entry. */
+/*
+ * A DELAY round trip to the connected peer gave rtt: the direct entry
+ * (peer, peer, rtt), replacing any route to peer; entries via peer follow
+ * the change of its rtt.  Announces only when something changed.  An rtt
+ * outside 0..1000 is relay_peer_lost.
+ */
 void relay_direct(struct relay *t, uint32_t peer, int32_t rtt);
-/* ROUTE (dst, next, rtt) received from the connected neighbour next. */
+/*
+ * ROUTE (dst, next, rtt) received from the connected neighbour next, rtt as
+ * it advertised (its cost included).  Ignored for dst == our address, for
+ * dst == next, and unless next has a direct entry; an unreachable rtt
+ * removes dst if it goes via next.
+ */
 void relay_update(struct relay *t, uint32_t dst, uint32_t next, int32_t rtt);
-/* The direct peer is lost: remove and announce every entry via it. */
+/* The direct peer is lost: remove and announce every entry via it, its
+ * direct entry included (a route to it via another neighbour stays). */
 void relay_peer_lost(struct relay *t, uint32_t peer);
-/* The next hop for dst, or 0 when the table has none. */
+/* The next hop for dst, or 0 when the table has none.  O(log n). */
 uint32_t relay_lookup(const struct relay *t, uint32_t dst);
-/* Log the table at info level (for the status signal and --debug). */
+/* Log the table at info level, `route DST via NEXT rtt N` per entry. */
 void relay_log(const struct relay *t);
+/*
+ * Announce every entry again.  Announcements are sent on change only, so a
+ * peer that connects later, or that lost the route it preferred, hears of
+ * the others' routes only from this: call it when a peer becomes connected
+ * and with the periodic DELAY probe.
+ */
+void relay_announce_all(const struct relay *t);
 
 /* ---- The TUN device and OS routes (tun.c). ---- */
 

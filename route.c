@@ -266,3 +266,273 @@ uint32_t addr_alloc(const struct cidr *range, uint32_t requested,
 	}
 	return 0;
 }
+
+/*
+ * ---- The relay table: distance-vector routes (PROTOCOL.md 6). ----
+ *
+ * Entries are kept sorted by dst so that relay_lookup, which runs for every
+ * packet sent, is a binary search.  Insertions and removals move the tail of
+ * the array; they happen on route changes only.
+ *
+ * An entry with dst == next is the direct entry of a connected peer, its rtt
+ * measured by DELAY.  Any other entry stores the whole rtt to dst: the direct
+ * rtt of next plus what next advertised.  Our cost is added only when we
+ * advertise, so it counts once per hop.
+ *
+ * XXX Like the existing client, there is neither split horizon nor
+ * poisoned reverse: we advertise a route to the neighbour it goes through,
+ * so a lost destination can bounce between two neighbours until the sum of
+ * costs passes 1000 and it expires.  The announce callback sends one value
+ * to every peer, and existing clients expect exactly that.
+ */
+
+#define RELAY_RTT_MAX 1000	/* ms; more is unreachable */
+
+static int rtt_valid(int64_t rtt)
+{
+	return rtt >= 0 && rtt <= RELAY_RTT_MAX;
+}
+
+int relay_init(struct relay *t, size_t max, relay_announce_fn *announce,
+    void *ctx)
+{
+	memset(t, 0, sizeof(*t));
+	if (max > 0 && (t->r = calloc(max, sizeof(*t->r))) == NULL)
+		return -1;
+	t->max = max;
+	t->announce = announce;
+	t->ctx = ctx;
+	return 0;
+}
+
+void relay_reset(struct relay *t, uint32_t self, int cost)
+{
+	t->n = 0;
+	t->self = self;
+	t->cost = cost;
+}
+
+/* The index of dst, or where it would be inserted with *found = 0. */
+static size_t relay_find(const struct relay *t, uint32_t dst, int *found)
+{
+	size_t lo = 0, hi = t->n;
+
+	while (lo < hi) {
+		size_t mid = lo + (hi - lo) / 2;
+
+		if (t->r[mid].dst == dst) {
+			*found = 1;
+			return mid;
+		}
+		if (t->r[mid].dst < dst)
+			lo = mid + 1;
+		else
+			hi = mid;
+	}
+	*found = 0;
+	return lo;
+}
+
+/* Tell the neighbours: the entry's rtt plus our cost, or unreachable. */
+static void relay_announce(const struct relay *t, uint32_t dst, int32_t rtt)
+{
+	int64_t adv = rtt;
+
+	if (rtt != RTT_UNREACHABLE) {
+		adv += t->cost;
+		if (adv > RTT_UNREACHABLE)
+			adv = RTT_UNREACHABLE;
+	}
+	if (t->announce != NULL)
+		t->announce(t->ctx, dst, (int32_t)adv);
+}
+
+static void relay_remove_at(struct relay *t, size_t i)
+{
+	uint32_t dst = t->r[i].dst;
+	char a[16], b[16];
+
+	log_debug("relay: route %s via %s withdrawn", ip_str(dst, a),
+	    ip_str(t->r[i].next, b));
+	memmove(&t->r[i], &t->r[i + 1], (t->n - i - 1) * sizeof(t->r[0]));
+	t->n--;
+	relay_announce(t, dst, RTT_UNREACHABLE);
+}
+
+/*
+ * The table is full and a connected peer needs its direct entry: drop the
+ * dearest relayed route to make room, so that a neighbour advertising
+ * bogus destinations cannot keep real peers out.  0 done, -1 none to drop.
+ */
+static int relay_evict(struct relay *t)
+{
+	size_t i, worst = t->n;
+
+	for (i = 0; i < t->n; i++)
+		if (t->r[i].dst != t->r[i].next &&
+		    (worst == t->n || t->r[i].rtt > t->r[worst].rtt))
+			worst = i;
+	if (worst == t->n)
+		return -1;
+	relay_remove_at(t, worst);
+	return 0;
+}
+
+/* Add or change the entry for dst; announce only when something changed. */
+static void relay_set(struct relay *t, uint32_t dst, uint32_t next,
+    int32_t rtt)
+{
+	char a[16], b[16];
+	int found;
+	size_t i = relay_find(t, dst, &found);
+
+	if (found) {
+		if (t->r[i].next == next && t->r[i].rtt == rtt)
+			return;
+	} else {
+		if (t->n == t->max && (dst != next || relay_evict(t) < 0)) {
+			log_debug("relay: table full (%zu), route to %s ignored",
+			    t->max, ip_str(dst, a));
+			return;
+		}
+		i = relay_find(t, dst, &found);
+		memmove(&t->r[i + 1], &t->r[i], (t->n - i) * sizeof(t->r[0]));
+		t->n++;
+	}
+	t->r[i].dst = dst;
+	t->r[i].next = next;
+	t->r[i].rtt = rtt;
+	log_debug("relay: route %s via %s rtt %ld", ip_str(dst, a),
+	    ip_str(next, b), (long)rtt);
+	relay_announce(t, dst, rtt);
+}
+
+/* Remove the entry for dst if it goes via next. */
+static void relay_remove_via(struct relay *t, uint32_t dst, uint32_t next)
+{
+	int found;
+	size_t i = relay_find(t, dst, &found);
+
+	if (found && t->r[i].next == next)
+		relay_remove_at(t, i);
+}
+
+/*
+ * The direct rtt to peer changed from old to rtt: the entries through it
+ * change by as much, so that what we store and advertise stays the sum of
+ * the two legs without waiting for the neighbour to advertise again.
+ */
+static void relay_shift_via(struct relay *t, uint32_t peer, int32_t old,
+    int32_t rtt)
+{
+	size_t i = 0;
+
+	while (i < t->n) {
+		struct relay_route *e = &t->r[i];
+		int64_t v = (int64_t)e->rtt - old + rtt;
+
+		if (e->next != peer || e->dst == peer) {
+			i++;
+		} else if (!rtt_valid(v)) {
+			relay_remove_at(t, i);
+		} else {
+			if (e->rtt != (int32_t)v) {
+				e->rtt = (int32_t)v;
+				relay_announce(t, e->dst, e->rtt);
+			}
+			i++;
+		}
+	}
+}
+
+void relay_direct(struct relay *t, uint32_t peer, int32_t rtt)
+{
+	int found;
+	size_t i;
+
+	if (peer == 0 || peer == t->self)
+		return;
+	if (!rtt_valid(rtt)) {
+		relay_peer_lost(t, peer);
+		return;
+	}
+	i = relay_find(t, peer, &found);
+	if (found && t->r[i].next == peer) {
+		int32_t old = t->r[i].rtt;
+
+		if (old == rtt)
+			return;
+		relay_set(t, peer, peer, rtt);
+		relay_shift_via(t, peer, old, rtt);
+		return;
+	}
+	relay_set(t, peer, peer, rtt);
+}
+
+void relay_update(struct relay *t, uint32_t dst, uint32_t next, int32_t rtt)
+{
+	const struct relay_route *direct, *cur;
+	int found;
+	size_t i;
+	int64_t cand;
+
+	/* Our own address, and a neighbour's word about itself (its direct
+	 * entry is ours to measure), are not routes. */
+	if (dst == 0 || dst == t->self || next == t->self || dst == next)
+		return;
+	if (!rtt_valid(rtt)) {
+		relay_remove_via(t, dst, next);
+		return;
+	}
+	i = relay_find(t, next, &found);
+	if (!found || t->r[i].next != next)
+		return;		/* not a neighbour we have measured */
+	direct = &t->r[i];
+	cand = (int64_t)direct->rtt + rtt;
+	if (!rtt_valid(cand)) {
+		relay_remove_via(t, dst, next);
+		return;
+	}
+	i = relay_find(t, dst, &found);
+	cur = found ? &t->r[i] : NULL;
+	if (cur == NULL || cur->next == next || cand < cur->rtt)
+		relay_set(t, dst, next, (int32_t)cand);
+}
+
+void relay_peer_lost(struct relay *t, uint32_t peer)
+{
+	size_t i = 0;
+
+	while (i < t->n) {
+		if (t->r[i].next == peer)
+			relay_remove_at(t, i);
+		else
+			i++;
+	}
+}
+
+uint32_t relay_lookup(const struct relay *t, uint32_t dst)
+{
+	int found;
+	size_t i = relay_find(t, dst, &found);
+
+	return found ? t->r[i].next : 0;
+}
+
+void relay_log(const struct relay *t)
+{
+	char a[16], b[16];
+	size_t i;
+
+	for (i = 0; i < t->n; i++)
+		log_info("route %s via %s rtt %ld", ip_str(t->r[i].dst, a),
+		    ip_str(t->r[i].next, b), (long)t->r[i].rtt);
+}
+
+void relay_announce_all(const struct relay *t)
+{
+	size_t i;
+
+	for (i = 0; i < t->n; i++)
+		relay_announce(t, t->r[i].dst, t->r[i].rtt);
+}
