@@ -278,7 +278,10 @@ uint32_t addr_alloc(const struct cidr *range, uint32_t requested,
  * The table never holds more than max entries (sized from the network):
  * when full, a new relayed destination is ignored, and a new direct entry
  * replaces the dearest relayed one.  rtt outside 0..1000 is unreachable.
- * The callback must not call back into the table (send, do not route).
+ * The callback must not change the table (send, do not route); it may
+ * call relay_lookup(dst), which already answers with the new next hop, to
+ * send RTT_UNREACHABLE to that neighbour instead (poisoned reverse, RFC 2453
+ * 3.4.3): a lost route then cannot bounce between two neighbours.
  */
 struct relay_route {
 	uint32_t dst, next;

@@ -279,11 +279,12 @@ uint32_t addr_alloc(const struct cidr *range, uint32_t requested,
  * rtt of next plus what next advertised.  Our cost is added only when we
  * advertise, so it counts once per hop.
  *
- * XXX Like the existing client, there is neither split horizon nor
- * poisoned reverse: we advertise a route to the neighbour it goes through,
- * so a lost destination can bounce between two neighbours until the sum of
- * costs passes 1000 and it expires.  The announce callback sends one value
- * to every peer, and existing clients expect exactly that.
+ * XXX The existing client has neither split horizon nor poisoned reverse:
+ * it advertises a route to the neighbour the route goes through, so a lost
+ * destination can bounce between two neighbours, dearer each time, until
+ * the sum passes 1000 and it expires.  The announce callback can poison
+ * the reverse route (candy.h says how); the table itself stays as simple
+ * as the protocol.
  */
 
 #define RELAY_RTT_MAX 1000	/* ms; more is unreachable */

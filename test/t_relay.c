@@ -217,9 +217,12 @@ static struct chain_msg {
 } chain_q[4096];
 static size_t chain_qhead, chain_qtail;
 
+static int chain_poison;		/* poisoned reverse, as candy.h suggests */
+
 static void chain_announce(void *ctx, uint32_t dst, int32_t rtt)
 {
 	int from = (int)(intptr_t)ctx, j;
+	uint32_t via = relay_lookup(&chain[from], dst);
 
 	for (j = 0; j < CHAIN; j++) {
 		if (!chain_up[from][j] || chain_qtail == 4096)
@@ -227,7 +230,8 @@ static void chain_announce(void *ctx, uint32_t dst, int32_t rtt)
 		chain_q[chain_qtail].to = j;
 		chain_q[chain_qtail].dst = dst;
 		chain_q[chain_qtail].next = chain[from].self;
-		chain_q[chain_qtail].rtt = rtt;
+		chain_q[chain_qtail].rtt = chain_poison &&
+		    via == chain[j].self ? U : rtt;
 		chain_qtail++;
 	}
 }
@@ -263,25 +267,35 @@ static void chain_link(int i, int j, int up)
 	}
 }
 
-static void test_relay_chain(void)
+#define NAME(s) (snprintf(name, sizeof(name), "%s (%s)", (s), how), name)
+
+static void test_relay_chain(int poison)
 {
-	int i;
+	static int ready;
+	const char *how = poison ? "poisoned reverse" : "plain";
+	char name[128];
+	size_t n;
+	int i, j;
 
 	for (i = 0; i < CHAIN; i++) {
-		if (relay_init(&chain[i], 16, chain_announce,
+		if (!ready && relay_init(&chain[i], 16, chain_announce,
 		    (void *)(intptr_t)i) < 0)
 			return;
 		relay_reset(&chain[i], NET + chain_addr[i], 5);
+		for (j = 0; j < CHAIN; j++)
+			chain_up[i][j] = 0;
 	}
+	ready = 1;
+	chain_poison = poison;
 	chain_link(0, 1, 1);
 	chain_link(1, 2, 1);
 	chain_link(2, 3, 1);
 	chain_run();
 	CHECK(relay_lookup(&chain[0], NET + 2) == NET + 3 &&
 	    relay_lookup(&chain[3], NET + 1) == NET + 4,
-	    "relay chain: 1 reaches 2 via 3, and 2 reaches 1 via 4");
+	    NAME("relay chain: 1 reaches 2 via 3, and 2 reaches 1 via 4"));
 	CHECK(strcmp(dump(&chain[0]), "2>3:40 3>3:10 4>3:25") == 0,
-	    "relay chain: the cost is added once per hop");
+	    NAME("relay chain: the cost is added once per hop"));
 	if (strcmp(dump(&chain[0]), "2>3:40 3>3:10 4>3:25") != 0)
 		printf("#   got \"%s\"\n", dump(&chain[0]));
 
@@ -290,13 +304,13 @@ static void test_relay_chain(void)
 	chain_run();
 	CHECK(relay_lookup(&chain[0], NET + 2) == NET + 2 &&
 	    relay_lookup(&chain[0], NET + 4) == NET + 3,
-	    "relay chain: a direct link takes over");
+	    NAME("relay chain: a direct link takes over"));
 	chain_link(0, 3, 0);
 	chain_run();
 	relay_announce_all(&chain[1]);	/* the periodic refresh */
 	chain_run();
 	CHECK(relay_lookup(&chain[0], NET + 2) == NET + 3,
-	    "relay chain: without the link, 2 is reached via 3 again");
+	    NAME("relay chain: without the link, 2 is reached via 3 again"));
 
 	/* The chain breaks between 4 and 2: everyone forgets 2, in a
 	 * bounded number of messages. */
@@ -304,14 +318,29 @@ static void test_relay_chain(void)
 	CHECK(chain_run() < 100 && relay_lookup(&chain[0], NET + 2) == 0 &&
 	    relay_lookup(&chain[1], NET + 2) == 0 &&
 	    relay_lookup(&chain[2], NET + 2) == 0,
-	    "relay chain: a broken link withdraws the routes beyond it");
+	    NAME("relay chain: a broken link withdraws the routes beyond it"));
 	CHECK(relay_lookup(&chain[0], NET + 4) == NET + 3,
-	    "relay chain: the routes before the break stay");
+	    NAME("relay chain: the routes before the break stay"));
+
+	/* 1's periodic refresh crosses 3's loss of 4: plain, 3 believes
+	 * 1's stale word and the route to 4 bounces between them, dearer
+	 * each time, until it passes 1000; poisoned, 1 never offers 3 a
+	 * route through 3. */
+	relay_announce_all(&chain[0]);
+	chain_link(1, 2, 0);
+	n = chain_run();
+	CHECK(relay_lookup(&chain[0], NET + 4) == 0 &&
+	    relay_lookup(&chain[1], NET + 4) == 0 &&
+	    (poison ? n <= 4 : n < 200),
+	    NAME("relay chain: a lost route expires, in a bounded number of "
+	    "messages"));
+	printf("# %s: %zu messages to forget 4\n", how, n);
 }
 
 void test_relay(void)
 {
 	test_relay_steps();
 	test_relay_bound();
-	test_relay_chain();
+	test_relay_chain(0);
+	test_relay_chain(1);
 }
