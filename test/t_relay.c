@@ -5,6 +5,7 @@
  * after each step.  Addresses are 10.0.0.N, written N; we are 1, cost 10.
  */
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 
 #include "candy.h"
@@ -164,6 +165,7 @@ static void test_relay_steps(void)
 	relay_reset(&t, NET + 1, 10);
 	CHECK(t.n == 0 && said[0] == '\0' && relay_lookup(&t, NET + 4) == 0,
 	    "relay: reset forgets quietly");
+	free(t.r);
 }
 
 /* A neighbour advertising thousands of bogus destinations. */
@@ -198,6 +200,7 @@ static void test_relay_bound(void)
 	relay_update(&t, NET + 9, NET + 3, 1);
 	CHECK(t.n == 8 && relay_lookup(&t, NET + 9) == 0 && said[0] == '\0',
 	    "relay: a full table ignores a new relayed destination");
+	free(t.r);
 }
 
 /*
