@@ -21,6 +21,8 @@ P=cdy$$
 T=$(mktemp -d "${TMPDIR:-/tmp}/candy-test.XXXXXX") || exit 1
 FAILED=0
 PASSED=0
+# candy's log level for candy_server and candy_client (empty: info).
+DEBUG_FLAG=--debug
 NSLIST=
 
 # ---- Results ----
@@ -197,17 +199,20 @@ running() {
 }
 
 # stop NAME [SIGNAL]: signal a named process (default TERM) and wait up to
-# 5 s for it to go; then KILL.  0 when it exited by itself.
+# 5 s for it to go; then KILL.  0 when it exited by itself; its exit status
+# is left in STOP_RC.
 stop() {
 	_st_pid=$(pid_of "$1")
 	[ -n "$_st_pid" ] || return 0
 	kill "-${2:-TERM}" "$_st_pid" 2>/dev/null
 	if wait_until 5 eval "! kill -0 $_st_pid 2>/dev/null"; then
 		wait "$_st_pid" 2>/dev/null
+		STOP_RC=$?
 		return 0
 	fi
 	kill -KILL "$_st_pid" 2>/dev/null
 	wait "$_st_pid" 2>/dev/null
+	STOP_RC=$?
 	return 1
 }
 
@@ -216,8 +221,8 @@ candy_server() {
 	_cs_ns=$1
 	_cs_name=$2
 	shift 2
-	proc_start "$_cs_name" "$_cs_ns" "$CANDY" -m server --no-timestamp --debug \
-	    "$@"
+	proc_start "$_cs_name" "$_cs_ns" "$CANDY" -m server --no-timestamp \
+	    $DEBUG_FLAG "$@"
 }
 
 # candy_client NS NAME args...: a client with network name NAME (device
@@ -229,7 +234,7 @@ candy_client() {
 	shift 2
 	mkdir -p "$T/state-$_cc_name"
 	proc_start "$_cc_name" "$_cc_ns" "$CANDY" -m client -n "$_cc_name" \
-	    --no-timestamp --debug --state-dir "$T/state-$_cc_name" "$@"
+	    --no-timestamp $DEBUG_FLAG --state-dir "$T/state-$_cc_name" "$@"
 }
 
 # log_has NAME REGEX: the current log of NAME matches (grep -E).

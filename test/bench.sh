@@ -1,0 +1,103 @@
+#!/bin/sh
+# bench.sh (make bench): how fast and how small.  A server and two clients
+# in network namespaces on a simulated internet (as in the tests); the
+# clients' traffic goes through the server.  Not part of make test.
+#
+# Each section is a function bench_<what> that may use the running setup
+# (server "srv", clients "ca" and "cb" with addresses $A and $B) and calls
+# `result NAME VALUE UNIT`; the results are printed again together at the
+# end.  To add a section (e.g. TLS memory), write a function and add it to
+# SECTIONS below.
+
+if [ "$(id -u)" != 0 ]; then
+	echo "make bench needs root: it creates network namespaces." >&2
+	exit 1
+fi
+. "$(dirname "$0")/lib.sh"
+[ -x "$CANDY" ] || { echo "./candy is not built (run make)." >&2; exit 1; }
+command -v iperf3 >/dev/null 2>&1 ||
+    { echo "iperf3 is missing (make deps installs it)." >&2; exit 1; }
+# Per-packet debug logging would be measured too: log at info level.
+DEBUG_FLAG=
+SECS=${BENCH_SECONDS:-5}
+
+result() {
+	printf '%-34s %12s %s\n' "$1" "$2" "$3" | tee -a "$T/results"
+}
+
+# ---- The setup ----
+
+lan_add net
+ns_add srv
+ns_add ca
+ns_add cb
+lan_join net srv 10.77.0.1/24
+lan_join net ca 10.77.0.2/24
+lan_join net cb 10.77.0.3/24
+candy_server srv srv -w ws://0.0.0.0:8080 -p benchpw -d 172.31.0.0/24
+wait_listening srv || { echo "the server did not start" >&2; exit 1; }
+candy_client ca ca -w ws://10.77.0.1:8080 -p benchpw
+candy_client cb cb -w ws://10.77.0.1:8080 -p benchpw
+if ! wait_addr ca 15 || ! wait_addr cb 15; then
+	echo "the clients got no address" >&2
+	FAILED=1	# makes cleanup show the logs
+	exit 1
+fi
+A=$(addr_of ca)
+B=$(addr_of cb)
+wait_until 10 ping_ok ca "$B" 1
+echo "# server 10.77.0.1, client ca $A, client cb $B (relayed by the server)"
+
+# ---- Sections ----
+
+# Throughput: iperf3 TCP, ca -> cb, then cb -> ca (reverse).
+bench_throughput() {
+	bg_run cb "$T/iperf3-server.log" iperf3 -s -B "$B"
+	wait_until 5 eval "nsx cb ss -ltn | grep -q ':5201'"
+	for dir in "" -R; do
+		nsx ca iperf3 -c "$B" -t "$SECS" -f m $dir >"$T/iperf3.out" 2>&1
+		mbit=$(awk '/receiver/ { for (i = 1; i < NF; i++)
+		    if ($(i + 1) == "Mbits/sec") v = $i } END { print v }' \
+		    "$T/iperf3.out")
+		if [ -z "$dir" ]; then
+			result "throughput ca->cb (TCP)" "${mbit:-?}" Mbit/s
+		else
+			result "throughput cb->ca (TCP)" "${mbit:-?}" Mbit/s
+		fi
+		[ -n "$mbit" ] || sed 's/^/#   /' "$T/iperf3.out"
+	done
+}
+
+# Latency: 20 pings through the server, idle link.
+bench_latency() {
+	nsx ca ping -n -q -c 20 -i 0.2 -W 2 "$B" >"$T/ping.out" 2>&1
+	avg=$(awk -F/ '/^rtt|^round-trip/ { print $5 }' "$T/ping.out")
+	loss=$(sed -n 's/.* \([0-9.]*\)% packet loss.*/\1/p' "$T/ping.out")
+	result "latency ca->cb ping avg" "${avg:-?}" ms
+	result "latency ca->cb ping loss" "${loss:-?}" %
+}
+
+# vmrss PID: resident memory in kB.
+vmrss() {
+	awk '/^VmRSS:/ { print $2 }' "/proc/$1/status" 2>/dev/null
+}
+
+# Memory after the traffic above.
+bench_memory() {
+	result "memory server VmRSS (2 clients)" "$(vmrss "$(pid_of srv)")" kB
+	result "memory client VmRSS" "$(vmrss "$(pid_of ca)")" kB
+	result "memory client VmHWM (peak)" \
+	    "$(awk '/^VmHWM:/ { print $2 }' "/proc/$(pid_of ca)/status")" kB
+}
+
+SECTIONS="throughput latency memory"
+
+for s in $SECTIONS; do
+	echo "# $s"
+	"bench_$s"
+done
+
+echo
+echo "Results ($(uname -m), $(nproc) CPUs, candy $("$CANDY" --version |
+    awk '{ print $2 }')):"
+cat "$T/results"
