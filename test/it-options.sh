@@ -10,7 +10,7 @@
 . "$(dirname "$0")/lib.sh"
 need_netns
 [ -x "$CANDY" ] || { fail "candy is built"; exit 1; }
-MAN=$ROOT/candy.8
+MAN=${CANDY_MAN:-$ROOT/candy.8}
 ns_add opt
 
 # run_candy ARGS...: candy in the namespace, 5 s at most; stdout in
@@ -138,4 +138,6 @@ check "no --websocket: exit 1 with a message naming --websocket" \
 # A config file with a bad value names the file, the line and the value.
 printf 'mode = client\nwebsocket = "ws://127.0.0.1:8080"\nmtu = lots\n' \
     >"$T/bad.cfg"
-refused "bad.cfg:3 mtu lots" -c "$T/bad.cfg"
+cd "$T" || exit 1
+refused "bad.cfg:3 mtu lots" -c bad.cfg
+cd / || exit 1
