@@ -1,4 +1,5 @@
 /* t_config.c: options and the config file, good values and bad ones. */
+#include <fcntl.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -27,6 +28,21 @@ static int load(const char *first, ...)
 	argv[argc] = NULL;
 	err[0] = '\0';
 	return config_load(&cfg, argc, argv, err, sizeof(err));
+}
+
+/* --help and --version print to stdout: keep that out of the test log. */
+static int load_quiet(const char *opt)
+{
+	int saved = dup(STDOUT_FILENO), null = open("/dev/null", O_WRONLY), r;
+
+	fflush(stdout);
+	dup2(null, STDOUT_FILENO);
+	r = load(opt, NULL);
+	fflush(stdout);
+	dup2(saved, STDOUT_FILENO);
+	close(null);
+	close(saved);
+	return r;
 }
 
 static void test_config_good(void)
@@ -98,7 +114,8 @@ static void test_config_bad(void)
 	    strstr(err, "--cert") != NULL, "wss server needs --cert/--key");
 	CHECK(load("-m", "client", "-w", "ws://h", "--debug=yes", NULL) < 0,
 	    "a flag takes no value on the command line");
-	CHECK(load("--help", NULL) == 1, "--help prints and exits 0");
+	CHECK(load_quiet("--help") == 1, "--help prints and exits 0");
+	CHECK(load_quiet("-v") == 1, "--version prints and exits 0");
 }
 
 static void test_config_file(void)
