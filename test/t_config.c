@@ -93,7 +93,7 @@ static void test_config_bad(void)
 	size_t i;
 
 	for (i = 0; i < sizeof(bad_values) / sizeof(bad_values[0]); i++) {
-		char name[128], quoted[128];
+		char name[700], quoted[128];
 		int r = load("-m", "client", "-w", "ws://h",
 		    bad_values[i].opt, bad_values[i].value, NULL);
 
