@@ -11,7 +11,8 @@ LDLIBS = -lbearssl
 
 # make static: one musl binary.  Debian's libbearssl.a was built with
 # _FORTIFY_SOURCE, so the headers come through -idirafter (not -I, which
-# would drag in glibc's) and tls.c supplies the __*_chk functions.
+# would drag in glibc's) and tls.c supplies the __*_chk functions.  The
+# kernel's headers (linux/, asm/) come the same way for tun.c.
 MUSLCC ?= musl-gcc
 BEARSSL_A ?= /usr/lib/$$(gcc -dumpmachine)/libbearssl.a
 
@@ -33,7 +34,8 @@ $(OBJS): candy.h
 static: candy-static
 candy-static: $(SRCS) candy.h
 	$(MUSLCC) -static -Os -std=c99 -D_DEFAULT_SOURCE -DCANDY_FORTIFY_SHIM \
-	    -idirafter /usr/include -o $@ $(SRCS) $(BEARSSL_A)
+	    -idirafter /usr/include -idirafter /usr/include/$$(gcc -dumpmachine) \
+	    -o $@ $(SRCS) $(BEARSSL_A)
 	strip $@
 
 # Unit tests link everything but main().
