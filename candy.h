@@ -216,9 +216,12 @@ void ws_init_client(struct ws *w, int fd, struct tls *tls,
  */
 int ws_read(struct ws *w, unsigned char **msg, size_t *len);
 /* Queue one frame.  0 queued, -1 dropped because the queue is full (or the
- * connection is not open). */
+ * connection is not open; a client may queue behind its upgrade request).
+ * A drop counts in dropped and sets full_since_ms if it is 0.  Nothing is
+ * written: the caller flushes once per poll pass. */
 int ws_send(struct ws *w, int opcode, const void *p, size_t n);
-/* Write queued bytes.  0 ok (or would block), -1 error. */
+/* Write queued bytes.  0 ok (or would block), -1 error.  Clears
+ * full_since_ms whenever the peer takes bytes. */
 int ws_flush(struct ws *w);
 /* Poll events for the connection. */
 short ws_events(const struct ws *w);
@@ -230,6 +233,17 @@ void ws_free(struct ws *w);
  * *used the bytes of the head, WS_MORE, or WS_BAD. */
 int ws_request_parse(const unsigned char *buf, size_t len, size_t *used,
     char *key, size_t keylen);
+/* Client: the upgrade request for key (base64 of 16 bytes), the headers
+ * of the existing client in its order; path NULL or "" means "/".  Its
+ * length, or 0 when it does not fit in size bytes (with the NUL) or host
+ * or path holds a blank or a control character. */
+size_t ws_request_build(char *out, size_t size, const char *host_header,
+    const char *path, const char *key);
+/* 1 when ws_read has something to do without waiting for the socket: a
+ * complete frame buffered (ws_read returns at most one message per call,
+ * and stops after a burst of control frames), or stream_pending.  Use it
+ * instead of stream_pending to set the poll timeout to 0. */
+int ws_pending(const struct ws *w);
 
 /* ---- Addresses, SD-WAN, allocation, relay routes (route.c). ---- */
 
