@@ -781,7 +781,7 @@ static void sig_handler(int sig)
 	errno = saved;
 }
 
-static void signals_init(void)
+void signals_init(void)
 {
 	struct sigaction sa;
 
@@ -1422,7 +1422,7 @@ static void server_init(struct server *s, const struct config *cfg)
 	server_listen(s, &u);
 }
 
-static void server_run(const struct config *cfg)
+void server_run(const struct config *cfg)
 {
 	static struct server s;
 	struct pollfd *pfd;
@@ -1449,7 +1449,7 @@ static void server_run(const struct config *cfg)
 			pfd[npfd + i].fd = c ? c->ws.s.fd : -1;
 			pfd[npfd + i].events = c ? ws_events(&c->ws) : 0;
 			pfd[npfd + i].revents = 0;
-			if (c && stream_pending(&c->ws.s))
+			if (c && ws_pending(&c->ws))
 				timeout = 0;
 		}
 		if (poll(pfd, npfd + s.maxconns, timeout) < 0 && errno != EINTR)
@@ -1459,7 +1459,7 @@ static void server_run(const struct config *cfg)
 			struct conn *c = s.conns[i];
 
 			if (c != NULL && (pfd[npfd + i].revents ||
-			    stream_pending(&c->ws.s)))
+			    ws_pending(&c->ws)))
 				server_conn_read(&s, c);
 		}
 		now = now_ms();
@@ -2219,7 +2219,7 @@ static void session_init(struct session *s, const struct config *cfg)
 		fatalx("cannot start peer-to-peer");
 }
 
-static void client_run(const struct config *cfg)
+void client_run(const struct config *cfg)
 {
 	static struct session s;
 	enum { P_SIG, P_WS, P_TUN, P_UDP, P_N };
@@ -2243,7 +2243,7 @@ static void client_run(const struct config *cfg)
 		    s.state >= S_OPENING ? s.ws.s.fd : -1;
 		pfd[P_WS].events = s.state == S_CONNECTING ? POLLOUT :
 		    s.state >= S_OPENING ? ws_events(&s.ws) : 0;
-		if (s.state >= S_OPENING && stream_pending(&s.ws.s))
+		if (s.state >= S_OPENING && ws_pending(&s.ws))
 			timeout = 0;
 		pfd[P_TUN].fd = session_tun_wanted(&s) ? s.c.tun_fd : -1;
 		pfd[P_TUN].events = POLLIN;
@@ -2255,7 +2255,7 @@ static void client_run(const struct config *cfg)
 		if (s.state == S_CONNECTING && pfd[P_WS].revents)
 			session_connected(&s);
 		else if (s.state >= S_OPENING &&
-		    (pfd[P_WS].revents || stream_pending(&s.ws.s)))
+		    (pfd[P_WS].revents || ws_pending(&s.ws)))
 			session_read(&s);
 		if (pfd[P_UDP].revents)
 			p2p_udp_input(&s.c);

@@ -108,7 +108,11 @@ struct tls_ctx *tls_server_ctx_load(const char *certfile, const char *keyfile,
 /*
  * Client settings: cafile NULL means the system trust store; pin NULL or a
  * SHA-256 of the server's SubjectPublicKeyInfo in hex or base64; insecure
- * skips verification.  On error returns NULL with a message in err.
+ * skips verification.  With a pin, the pin alone decides (the server key
+ * must match it; CA, dates and name are not checked); else with insecure
+ * nothing is checked (a warning at every connection); else the chain must
+ * lead to a trust anchor and name the host (dNSName, or iPAddress for an
+ * address).  On error returns NULL with a message in err.
  */
 struct tls_ctx *tls_client_ctx_load(const char *cafile, const char *pin,
     int insecure, char *err, size_t errlen);
@@ -118,7 +122,7 @@ int tls_pin_parse(const char *s, unsigned char out[32]);
  * checked against the certificate. */
 struct tls *tls_server_new(struct tls_ctx *ctx);
 struct tls *tls_client_new(struct tls_ctx *ctx, const char *host);
-/* Bytes a connection holds (for the memory benchmark). */
+/* Bytes a server connection holds (for the memory benchmark). */
 size_t tls_conn_size(void);
 
 /*
@@ -140,10 +144,14 @@ short stream_events(const struct stream *s, int want_write);
 /* After poll: move records between the socket and the TLS engine.
  * 0 ok, -1 the connection failed.  No-op for plain streams. */
 int stream_pump(struct stream *s);
-/* 1 when stream_read would return data without waiting for the socket. */
+/* 1 when stream_read would return without waiting for the socket: data
+ * already decrypted, or the end (TLS only; plain streams return 0). */
 int stream_pending(const struct stream *s);
 /* 1 once the TLS handshake is complete (always 1 for plain). */
 int stream_ready(const struct stream *s);
+/* Why a TLS stream failed ("expired or not yet valid", "unknown issuer",
+ * "name mismatch", ...), already logged by tls.c; NULL if it has not. */
+const char *stream_error(const struct stream *s);
 /* Send close_notify if possible, close the socket, wipe and free TLS. */
 void stream_close(struct stream *s);
 
@@ -375,10 +383,14 @@ uint32_t if_lan_address(void);
 /* Build the binding request of PROTOCOL.md 5 with transaction id tid. */
 void stun_request_build(unsigned char out[STUN_REQUEST_LEN],
     const unsigned char tid[12]);
-/* Parse a binding response: WS_DONE with *ip and *port (host order) set,
- * WS_BAD when it is not a valid success response. */
+/*
+ * Parse a binding response to the request with transaction id tid (NULL:
+ * any): WS_DONE with *ip and *port (host order) set from XOR-MAPPED-ADDRESS
+ * or else MAPPED-ADDRESS, WS_BAD when it is not a valid success response
+ * carrying an IPv4 endpoint.
+ */
 int stun_response_parse(const unsigned char *p, size_t len,
-    uint32_t *ip, uint16_t *port);
+    const unsigned char tid[12], uint32_t *ip, uint16_t *port);
 
 /* ---- Candy messages (candy.c), PROTOCOL.md 2. ---- */
 
@@ -429,9 +441,113 @@ int msg_expttun_check(const unsigned char *m, const char *password);
 #define PKT_MAX		(WS_MSG_MAX)
 
 /* >>> peer.c section (issue 4) */
+#include <bearssl.h>
+
+struct client;
+
+/* Peer states, PROTOCOL.md 5. */
+enum peer_state {
+	PEER_INIT, PEER_PREPARING, PEER_SYNCHRONIZING, PEER_CONNECTING,
+	PEER_CONNECTED, PEER_WAITING, PEER_FAILED
+};
+
+/* Plaintext peer messages: the first byte of a decrypted datagram. */
+enum peer_msg_type {
+	PMSG_HEARTBEAT = 0, PMSG_FORWARD = 1, PMSG_DELAY = 2, PMSG_ROUTE = 4
+};
+
+#define PMSG_HEARTBEAT_LEN	12
+#define PMSG_DELAY_LEN		17
+#define PMSG_ROUTE_LEN		13
+
+#define PEER_MAX	4096	/* peers per client, whatever the network */
+#define PEER_IV_LEN	12
+#define PEER_TAG_LEN	16
+#define PEER_OVERHEAD	(PEER_IV_LEN + PEER_TAG_LEN)	/* iv || tag */
+#define PEER_DGRAM_MAX	65536	/* receive buffer: any UDP datagram */
+
+/* AES-256-GCM under one password-derived key, the key schedule done. */
+struct peer_key {
+	br_aes_gen_ctr_keys aes;
+	br_gcm_context gcm;	/* points into aes: never copy a peer_key */
+};
+
+/* The key for traffic to addr: H(password || reversed(addr)). */
+void peer_key_init(struct peer_key *k, const char *password, uint32_t addr);
+/*
+ * Seal d[PEER_OVERHEAD .. PEER_OVERHEAD + n) in place into the datagram
+ * iv || tag || ciphertext at d, with iv from ivsrc (8 bytes of salt, then a
+ * counter it increments).  Returns the datagram length.
+ */
+struct peer_iv {
+	unsigned char salt[8];
+	uint32_t count;
+};
+size_t peer_seal(struct peer_key *k, struct peer_iv *iv, unsigned char *d,
+    size_t n);
+/* Open a datagram in place: the plaintext is d + PEER_OVERHEAD, len -
+ * PEER_OVERHEAD bytes.  0 ok, -1 too short or not authentic. */
+int peer_open(struct peer_key *k, unsigned char *d, size_t len);
+/* Wipe a key (secrets go when a peer or session does). */
+void peer_key_wipe(struct peer_key *k);
+
+/* A UDP endpoint, host order; ip 0 when unknown. */
+struct endpoint {
+	uint32_t ip;
+	uint16_t port;
+};
+
+struct peer {
+	uint32_t addr;		/* its tunnel address */
+	enum peer_state state;
+	int64_t since_ms;	/* when the state was entered */
+	int64_t last_rx_ms;	/* last heartbeat received */
+	int retry_s;		/* WAITING's delay: 30 s doubling to 3600 s */
+	struct endpoint pub;	/* public endpoint: UDP4CONN, heartbeats */
+	struct endpoint lan;	/* LAN endpoint: GENERAL/0, heartbeats */
+	struct endpoint real;	/* where its heartbeats come from: used */
+	int ack;		/* we have received a heartbeat from it */
+	int delay_answered;	/* a DELAY probe came back since CONNECTED */
+	int delay_ticks;	/* ticks since the last DELAY probe */
+	int32_t rtt;		/* ms, from DELAY; -1 unknown */
+	unsigned long tx, rx;	/* FORWARD datagrams */
+	struct peer_key key;	/* for traffic to addr */
+};
+
 struct p2p {
 	int udp_fd;		/* -1 when P2P is off */
+	uint16_t port;		/* our UDP port */
+	uint32_t self;		/* the address keys and peers are for; 0 none */
+	struct peer *peers;	/* PEER_MAX slots, npeers in use */
+	size_t npeers;
+	uint16_t *index;	/* open addressing: address -> slot + 1 */
+	struct peer_key rxkey;	/* our own: every datagram we receive */
+	struct peer_iv iv;
+	char stun_host[256], stun_port[8];
+	struct endpoint stun;	/* the STUN server, resolved */
+	int stun_stale;		/* it did not answer: resolve the name again */
+	int64_t stun_resolved_ms;	/* last resolution attempt */
+	unsigned char stun_tid[12];
+	struct endpoint public;	/* ours, from the last STUN response */
+	int64_t discovery_ms;	/* when to send the next DISCOVERY */
+	unsigned long ticks;
+	unsigned long rx_bad;	/* datagrams that failed authentication */
+	unsigned long tx_err;	/* sendto failures */
+	struct relay relay;	/* PROTOCOL.md 6, with cfg->route > 0 */
+	/* Test hook: when set, messages for the server go here instead of
+	 * client_server_send. */
+	int (*server_send)(struct client *c, const unsigned char *m,
+	    size_t len);
+	unsigned char ctl[PEER_OVERHEAD + 32];	/* our control datagrams */
+	/* Received datagrams, with headroom so that a FORWARD can be routed
+	 * on in place. */
+	unsigned char rx[PKT_HEADROOM + PEER_DGRAM_MAX];
 };
+
+/* The state's name, "CONNECTED" and so on. */
+const char *peer_state_name(enum peer_state s);
+/* The peer for addr, or NULL. */
+struct peer *peer_lookup(struct client *c, uint32_t addr);
 /* <<< peer.c section */
 
 /* The settings of one run: options and the config file (candy.c). */
@@ -476,6 +592,12 @@ int config_set(struct config *cfg, const char *key, const char *value,
     char *err, size_t errlen);
 /* Print --help to stdout. */
 void config_usage(void);
+
+/* The two modes: each runs its poll loop until SIGINT or SIGTERM. */
+void server_run(const struct config *cfg);
+void client_run(const struct config *cfg);
+/* SIGINT/SIGTERM/SIGUSR1 set flags and wake the loop; SIGPIPE ignored. */
+void signals_init(void);
 
 struct client {
 	const struct config *cfg;
