@@ -358,23 +358,36 @@ void relay_announce_all(const struct relay *t);
 /* ---- The TUN device and OS routes (tun.c). ---- */
 
 /*
- * Create the TUN device called name (NULL: the OS picks), packet mode
- * without protocol headers on Linux.  Returns its fd (non-blocking) and
- * the actual name in ifname (IFNAMSIZ bytes), or -1 with errno set.
+ * Create the TUN device called name (NULL: the OS picks; at most
+ * IFNAMSIZ - 1 characters, else ENAMETOOLONG).  Returns its fd
+ * (non-blocking, close-on-exec) and the actual name in ifname (IFNAMSIZ
+ * bytes), or -1 with errno set (Linux: EBUSY when another process has
+ * that device open).  macOS (utunN), OpenBSD and NetBSD (tunN) cannot
+ * honour the name: they log the one they chose.
  */
 int tun_open(const char *name, char *ifname);
-/* Address/prefix, MTU and up state.  0 ok, -1 with errno set. */
+/*
+ * Address/prefix, MTU (<= 0: leave it) and up state, plus the route to
+ * the tunnel network.  0 ok, -1 with errno set.  Calling it again with
+ * the same values changes nothing; a new address replaces the old one,
+ * and then the routes through the device may be gone: add them again.
+ */
 int tun_configure(const char *ifname, uint32_t addr, int prefix, int mtu);
-/* Add or delete a route dst/mask via the device.  0 ok, -1 errno set. */
+/* Add or delete a route dst/mask via the device.  0 ok (adding a route
+ * that exists or deleting one that does not is ok too), -1 errno set. */
 int tun_route_add(const char *ifname, uint32_t dst, uint32_t mask);
 int tun_route_del(const char *ifname, uint32_t dst, uint32_t mask);
-/* Read one IPv4 packet: length, 0 nothing now, -1 error. */
+/* Read one IPv4 packet into buf (bare IPv4 on every OS; other packets
+ * are dropped): length, 0 nothing now, -1 error. */
 ssize_t tun_read(int fd, unsigned char *buf, size_t len);
-/* Write one IPv4 packet: 0 ok, -1 error. */
+/* Write one IPv4 packet: 0 written, or dropped because the device's
+ * queue is full (as the kernel itself drops); -1 error with errno. */
 int tun_write(int fd, const unsigned char *pkt, size_t len);
-/* Delete the device (Linux: closing a non-persistent TUN does it). */
+/* Delete the device and the routes through it (Linux, macOS: closing
+ * does it; the BSDs: SIOCIFDESTROY). */
 void tun_close(int fd, const char *ifname);
-/* First non-loopback, non-point-to-point IPv4 address, or 0. */
+/* The first IPv4 address of an interface that is up, not loopback, not
+ * point-to-point and not ours (name not starting "candy"), or 0. */
 uint32_t if_lan_address(void);
 
 /* ---- STUN (stun.c): RFC 5389 binding. ---- */

@@ -1,2 +1,713 @@
-/* tun.c */
+/*
+ * tun.c: the TUN device and the OS routing table.  Every OS-specific line
+ * of candy lives in this file, one #if block per OS:
+ *
+ *   Linux      /dev/net/tun (TUNSETIFF); address, netmask, MTU, flags
+ *              and routes by ioctl on an AF_INET socket.
+ *   macOS      utun through a PF_SYSTEM control socket.
+ *   FreeBSD    /dev/tun (cloning), renamed to the name asked for.
+ *   OpenBSD, NetBSD
+ *              the first free /dev/tunN.
+ *   All the BSDs and macOS then share SIOCAIFADDR for the address and a
+ *   PF_ROUTE socket for routes.
+ *
+ * Whatever the OS, tun_read and tun_write carry bare IPv4 packets.  Where
+ * the kernel puts a 4-byte address family in front of each packet
+ * (OpenBSD, macOS), readv/writev strip and add it here; the caller's
+ * buffer and headroom are never touched.
+ *
+ * Only the Linux code runs in our tests.  The rest is written from the
+ * manuals and the systems' own tools; each untested block says so (XXX).
+ */
+#include <sys/types.h>
+#include <sys/ioctl.h>
+#include <sys/socket.h>
+#include <sys/uio.h>
+#include <net/if.h>
+#include <netinet/in.h>
+
+#include <errno.h>
+#include <fcntl.h>
+#include <ifaddrs.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#if defined(__linux__)
+#include <net/route.h>
+/* From <linux/if_tun.h>, which needs kernel headers musl builds lack. */
+#ifndef TUNSETIFF
+#define TUNSETIFF	_IOW('T', 202, int)
+#endif
+#ifndef IFF_TUN
+#define IFF_TUN		0x0001
+#endif
+#ifndef IFF_NO_PI
+#define IFF_NO_PI	0x1000
+#endif
+#elif defined(__APPLE__)
+#include <sys/kern_control.h>
+#include <sys/sockio.h>
+#include <sys/sys_domain.h>
+#include <net/route.h>
+#define TUN_AF_HEADER	1	/* utun: 4-byte address family first */
+#define HAVE_SA_LEN	1
+#elif defined(__FreeBSD__) || defined(__OpenBSD__) || defined(__NetBSD__)
+#include <sys/sockio.h>
+#include <sys/stat.h>
+#include <net/if_tun.h>
+#include <net/route.h>
+#if defined(__OpenBSD__)
+#define TUN_AF_HEADER	1	/* OpenBSD's tun always has the header */
+#endif
+#define HAVE_SA_LEN	1
+#else
+#error "tun.c: no TUN support for this OS"
+#endif
+
 #include "candy.h"
+
+#define IPV4_MIN_LEN	20
+#define TUN_SKIP_MAX	16	/* non-IPv4 packets one tun_read may drop */
+
+/* ---- Helpers every OS uses. ---- */
+
+static uint32_t mask_of(int prefix)
+{
+	return prefix <= 0 ? 0 : 0xffffffffu << (32 - prefix);
+}
+
+static void sin_set(struct sockaddr_in *sin, uint32_t ip)
+{
+	memset(sin, 0, sizeof(*sin));
+#ifdef HAVE_SA_LEN
+	sin->sin_len = sizeof(*sin);
+#endif
+	sin->sin_family = AF_INET;
+	sin->sin_addr.s_addr = htonl(ip);
+}
+
+/* An ifreq naming ifname; ENAMETOOLONG when it does not fit. */
+static int ifr_init(struct ifreq *ifr, const char *ifname)
+{
+	size_t n = strlen(ifname);
+
+	memset(ifr, 0, sizeof(*ifr));
+	if (n >= sizeof(ifr->ifr_name)) {
+		errno = ENAMETOOLONG;
+		return -1;
+	}
+	memcpy(ifr->ifr_name, ifname, n);
+	return 0;
+}
+
+/* Close fd without losing the errno that made us give up. */
+static void close_keep_errno(int fd)
+{
+	int e = errno;
+
+	close(fd);
+	errno = e;
+}
+
+static int if_mtu_set(int s, const char *ifname, int mtu)
+{
+	struct ifreq ifr;
+
+	if (mtu <= 0)
+		return 0;	/* keep the system's default */
+	if (ifr_init(&ifr, ifname) < 0)
+		return -1;
+	ifr.ifr_mtu = mtu;
+	return ioctl(s, SIOCSIFMTU, &ifr);
+}
+
+static int if_up(int s, const char *ifname)
+{
+	struct ifreq ifr;
+
+	if (ifr_init(&ifr, ifname) < 0 || ioctl(s, SIOCGIFFLAGS, &ifr) < 0)
+		return -1;
+	if (ifr.ifr_flags & IFF_UP)
+		return 0;
+	ifr.ifr_flags |= IFF_UP;
+	return ioctl(s, SIOCSIFFLAGS, &ifr);
+}
+
+#if defined(__linux__)
+/* ---- Linux. ---- */
+
+/* see candy.h */
+int tun_open(const char *name, char *ifname)
+{
+	struct ifreq ifr;
+	int fd;
+
+	memset(&ifr, 0, sizeof(ifr));
+	if (name != NULL && ifr_init(&ifr, name) < 0)
+		return -1;
+	ifr.ifr_flags = IFF_TUN | IFF_NO_PI;
+	if ((fd = open("/dev/net/tun", O_RDWR | O_NONBLOCK | O_CLOEXEC)) < 0)
+		return -1;
+	/* EBUSY here: another process has a device of that name open. */
+	if (ioctl(fd, TUNSETIFF, &ifr) < 0) {
+		close_keep_errno(fd);
+		return -1;
+	}
+	memcpy(ifname, ifr.ifr_name, IFNAMSIZ);
+	ifname[IFNAMSIZ - 1] = '\0';
+	return fd;
+}
+
+static int if_addr_set(int s, const char *ifname, unsigned long req,
+    uint32_t ip)
+{
+	struct ifreq ifr;
+	struct sockaddr_in sin;
+
+	if (ifr_init(&ifr, ifname) < 0)
+		return -1;
+	sin_set(&sin, ip);
+	memcpy(&ifr.ifr_addr, &sin, sizeof(sin));
+	return ioctl(s, req, &ifr);
+}
+
+/*
+ * SIOCSIFADDR leaves an unchanged address alone and replaces a different
+ * one (giving it a /32 on a point-to-point device); SIOCSIFNETMASK then
+ * sets the prefix, and the kernel adds the route to the tunnel network.
+ * Both are no-ops when nothing changes, so calling this again after a
+ * reconnect disturbs nothing.
+ */
+/* see candy.h */
+int tun_configure(const char *ifname, uint32_t addr, int prefix, int mtu)
+{
+	int s, r = -1;
+
+	if (prefix < 1 || prefix > 32) {
+		errno = EINVAL;
+		return -1;
+	}
+	if ((s = socket(AF_INET, SOCK_DGRAM | SOCK_CLOEXEC, 0)) < 0)
+		return -1;
+	if (if_mtu_set(s, ifname, mtu) == 0 &&
+	    if_addr_set(s, ifname, SIOCSIFADDR, addr) == 0 &&
+	    if_addr_set(s, ifname, SIOCSIFNETMASK, mask_of(prefix)) == 0 &&
+	    if_up(s, ifname) == 0)
+		r = 0;
+	close_keep_errno(s);
+	return r;
+}
+
+/*
+ * SIOCADDRT or SIOCDELRT for dst/mask on the device, in the main table,
+ * as `ip route add DST/N dev IF` does.  (rtnetlink would need the kernel
+ * headers, which the static musl build does not have; the ioctl gives
+ * the same route and reports errors through errno.)  The kernel refuses
+ * a mask that is not contiguous (EINVAL).  A route to the same network
+ * through another device does not stop ours; EEXIST means this very
+ * route exists.
+ */
+static int linux_route(unsigned long req, const char *ifname, uint32_t dst,
+    uint32_t mask)
+{
+	struct rtentry rt;
+	struct sockaddr_in sin;
+	char dev[IFNAMSIZ];
+	int s, r;
+
+	if (strlen(ifname) >= sizeof(dev)) {
+		errno = ENAMETOOLONG;
+		return -1;
+	}
+	memcpy(dev, ifname, strlen(ifname) + 1);
+	memset(&rt, 0, sizeof(rt));
+	sin_set(&sin, dst & mask);
+	memcpy(&rt.rt_dst, &sin, sizeof(sin));
+	sin_set(&sin, mask);
+	memcpy(&rt.rt_genmask, &sin, sizeof(sin));
+	rt.rt_flags = RTF_UP;
+	rt.rt_dev = dev;
+	if ((s = socket(AF_INET, SOCK_DGRAM | SOCK_CLOEXEC, 0)) < 0)
+		return -1;
+	r = ioctl(s, req, &rt);
+	close_keep_errno(s);
+	return r;
+}
+
+/* see candy.h */
+int tun_route_add(const char *ifname, uint32_t dst, uint32_t mask)
+{
+	if (linux_route(SIOCADDRT, ifname, dst, mask) < 0 && errno != EEXIST)
+		return -1;
+	return 0;
+}
+
+/* see candy.h */
+int tun_route_del(const char *ifname, uint32_t dst, uint32_t mask)
+{
+	if (linux_route(SIOCDELRT, ifname, dst, mask) < 0 && errno != ESRCH)
+		return -1;
+	return 0;
+}
+
+/* see candy.h: the device is not persistent, so closing removes it and
+ * every route through it. */
+void tun_close(int fd, const char *ifname)
+{
+	(void)ifname;
+	close(fd);
+}
+
+#else
+/* ---- macOS and the BSDs. ---- */
+
+#if defined(__APPLE__)
+/*
+ * macOS: a utun interface is a PF_SYSTEM socket connected to the utun
+ * kernel control; unit 0 lets the kernel pick the first free utunN.  The
+ * interface goes away with the socket.  The names are from
+ * <net/if_utun.h>, which not every SDK ships.
+ * XXX untested: written from xnu's kern_control and if_utun sources.
+ */
+#ifndef UTUN_CONTROL_NAME
+#define UTUN_CONTROL_NAME	"com.apple.net.utun_control"
+#endif
+#ifndef UTUN_OPT_IFNAME
+#define UTUN_OPT_IFNAME		2
+#endif
+
+/* see candy.h */
+int tun_open(const char *name, char *ifname)
+{
+	struct ctl_info ci;
+	struct sockaddr_ctl sc;
+	socklen_t len = IFNAMSIZ;
+	int fd;
+
+	if ((fd = socket(PF_SYSTEM, SOCK_DGRAM, SYSPROTO_CONTROL)) < 0)
+		return -1;
+	memset(&ci, 0, sizeof(ci));
+	snprintf(ci.ctl_name, sizeof(ci.ctl_name), "%s", UTUN_CONTROL_NAME);
+	memset(&sc, 0, sizeof(sc));
+	sc.sc_len = sizeof(sc);
+	sc.sc_family = AF_SYSTEM;
+	sc.ss_sysaddr = AF_SYS_CONTROL;
+	sc.sc_unit = 0;
+	if (ioctl(fd, CTLIOCGINFO, &ci) < 0)
+		goto fail;
+	sc.sc_id = ci.ctl_id;
+	if (connect(fd, (struct sockaddr *)&sc, sizeof(sc)) < 0 ||
+	    getsockopt(fd, SYSPROTO_CONTROL, UTUN_OPT_IFNAME, ifname,
+	    &len) < 0 ||
+	    fcntl(fd, F_SETFL, O_NONBLOCK) < 0 ||
+	    fcntl(fd, F_SETFD, FD_CLOEXEC) < 0)
+		goto fail;
+	ifname[IFNAMSIZ - 1] = '\0';
+	if (name != NULL && strcmp(name, ifname) != 0)
+		log_info("macOS names its tunnels utunN: %s is %s", name,
+		    ifname);
+	return fd;
+fail:
+	close_keep_errno(fd);
+	return -1;
+}
+
+#elif defined(__FreeBSD__)
+/*
+ * FreeBSD: opening /dev/tun clones a new tunN, so we never pick up a
+ * leftover one; SIOCSIFNAME then gives it the name asked for.  A tun
+ * interface outlives its descriptor, hence SIOCIFDESTROY in tun_close.
+ * XXX untested: written from tun(4), ifconfig(8) and if_tuntap.c.
+ */
+static void tun_destroy(const char *ifname);
+
+/* Rename the interface ifname to name. */
+static int if_rename(const char *ifname, const char *name)
+{
+	struct ifreq ifr;
+	char newname[IFNAMSIZ];
+	int s, r;
+
+	if (ifr_init(&ifr, ifname) < 0 ||
+	    (s = socket(AF_INET, SOCK_DGRAM | SOCK_CLOEXEC, 0)) < 0)
+		return -1;
+	snprintf(newname, sizeof(newname), "%s", name);
+	ifr.ifr_data = newname;
+	if ((r = ioctl(s, SIOCSIFNAME, &ifr)) < 0 && errno == EEXIST)
+		log_warnx("%s exists: left over from an earlier run? "
+		    "(ifconfig %s destroy)", name, name);
+	close_keep_errno(s);
+	return r;
+}
+
+/* see candy.h */
+int tun_open(const char *name, char *ifname)
+{
+	struct stat st;
+	const char *dev;
+	int fd, off = 0;	/* TUNSIFHEAD off: bare IP packets */
+
+	if (name != NULL && strlen(name) >= IFNAMSIZ) {
+		errno = ENAMETOOLONG;
+		return -1;
+	}
+	if ((fd = open("/dev/tun", O_RDWR | O_NONBLOCK | O_CLOEXEC)) < 0)
+		return -1;
+	if (fstat(fd, &st) < 0 ||
+	    (dev = devname(st.st_rdev, S_IFCHR)) == NULL ||
+	    ioctl(fd, TUNSIFHEAD, &off) < 0) {
+		close_keep_errno(fd);
+		return -1;
+	}
+	snprintf(ifname, IFNAMSIZ, "%s", dev);
+	if (name == NULL || strcmp(name, ifname) == 0)
+		return fd;
+	if (if_rename(ifname, name) < 0) {
+		close_keep_errno(fd);
+		tun_destroy(ifname);
+		return -1;
+	}
+	snprintf(ifname, IFNAMSIZ, "%s", name);
+	return fd;
+}
+
+#else
+/*
+ * OpenBSD, NetBSD: the first /dev/tunN nobody has open (EBUSY
+ * means taken; a missing node ends the search).  These systems cannot
+ * rename an interface, so the name asked for is not honoured.
+ * XXX untested: written from tun(4) of each system.
+ */
+#define TUN_UNITS_MAX	256
+
+/* see candy.h */
+int tun_open(const char *name, char *ifname)
+{
+	char path[32];
+	int fd = -1, unit;
+
+	for (unit = 0; unit < TUN_UNITS_MAX; unit++) {
+		snprintf(path, sizeof(path), "/dev/tun%d", unit);
+		fd = open(path, O_RDWR | O_NONBLOCK | O_CLOEXEC);
+		if (fd >= 0 || errno != EBUSY)
+			break;
+	}
+	if (fd < 0)
+		return -1;
+#if defined(TUNSIFHEAD) && !defined(TUN_AF_HEADER)
+	{
+		int off = 0;	/* bare IP packets, no family header */
+
+		if (ioctl(fd, TUNSIFHEAD, &off) < 0) {
+			close_keep_errno(fd);
+			return -1;
+		}
+	}
+#endif
+	snprintf(ifname, IFNAMSIZ, "tun%d", unit);
+	if (name != NULL && strcmp(name, ifname) != 0)
+		log_info("this system cannot rename interfaces: %s is %s",
+		    name, ifname);
+	return fd;
+}
+#endif
+
+/* An IPv4 address out of a sockaddr that may be cut short (sa_len), as
+ * getifaddrs gives netmasks on the BSDs. */
+static uint32_t sa_ip(const struct sockaddr *sa)
+{
+	struct sockaddr_in sin;
+	size_t n = (size_t)sa->sa_len < sizeof(sin) ? sa->sa_len : sizeof(sin);
+
+	memset(&sin, 0, sizeof(sin));
+	memcpy(&sin, sa, n);
+	return ntohl(sin.sin_addr.s_addr);
+}
+
+/*
+ * Make addr/mask the only IPv4 address of the interface: delete the others
+ * (an address from an earlier session), keep it if it is already there.
+ * A point-to-point interface wants a far end; we give our own address, as
+ * wg-quick does on FreeBSD and macOS, and route the tunnel network
+ * ourselves (tun_configure).  XXX untested; OpenBSD might prefer no far
+ * end at all.
+ */
+static int bsd_addr_set(int s, const char *ifname, uint32_t addr,
+    uint32_t mask)
+{
+	struct ifaddrs *all, *i;
+	struct ifaliasreq ifra;
+	struct ifreq ifr;
+	struct sockaddr_in sin;
+	int have = 0;
+
+	if (ifr_init(&ifr, ifname) < 0 || getifaddrs(&all) < 0)
+		return -1;
+	for (i = all; i != NULL; i = i->ifa_next) {
+		if (i->ifa_addr == NULL || i->ifa_addr->sa_family != AF_INET ||
+		    strcmp(i->ifa_name, ifname) != 0)
+			continue;
+		if (sa_ip(i->ifa_addr) == addr && i->ifa_netmask != NULL &&
+		    sa_ip(i->ifa_netmask) == mask) {
+			have = 1;
+			continue;
+		}
+		sin_set(&sin, sa_ip(i->ifa_addr));
+		memcpy(&ifr.ifr_addr, &sin, sizeof(sin));
+		if (ioctl(s, SIOCDIFADDR, &ifr) < 0)
+			log_warn("%s: cannot remove an old address", ifname);
+	}
+	freeifaddrs(all);
+	if (have)
+		return 0;
+	memset(&ifra, 0, sizeof(ifra));
+	memcpy(ifra.ifra_name, ifr.ifr_name, sizeof(ifra.ifra_name));
+	sin_set(&sin, addr);
+	memcpy(&ifra.ifra_addr, &sin, sizeof(sin));
+	memcpy(&ifra.ifra_broadaddr, &sin, sizeof(sin));
+	sin_set(&sin, mask);
+	memcpy(&ifra.ifra_mask, &sin, sizeof(sin));
+	return ioctl(s, SIOCAIFADDR, &ifra);
+}
+
+/* The interface's (first) IPv4 address. */
+static int if_addr_get(const char *ifname, uint32_t *ip)
+{
+	struct ifreq ifr;
+	int s, r = -1;
+
+	if (ifr_init(&ifr, ifname) < 0 ||
+	    (s = socket(AF_INET, SOCK_DGRAM, 0)) < 0)
+		return -1;
+	if (ioctl(s, SIOCGIFADDR, &ifr) == 0) {
+		*ip = sa_ip(&ifr.ifr_addr);
+		r = 0;
+	}
+	close_keep_errno(s);
+	return r;
+}
+
+/*
+ * RTM_ADD or RTM_DELETE of dst/mask through the interface, on a PF_ROUTE
+ * socket (route(4)).  An interface route has no RTF_GATEWAY and the
+ * interface's own address as gateway, as `route add -net N -iface A`
+ * sends; the kernel finds the interface from that address.  The socket
+ * answers errors through write(); EEXIST (add) and ESRCH (delete) mean
+ * the table already is as asked.  The sockaddrs follow the header in
+ * RTA_ bit order; a sockaddr_in (16 bytes) needs no padding on any of
+ * these systems (they round to 4 or 8).
+ * XXX untested.
+ */
+static int bsd_route(int type, const char *ifname, uint32_t dst,
+    uint32_t mask)
+{
+	struct {
+		struct rt_msghdr h;
+		unsigned char sa[3 * sizeof(struct sockaddr_in)];
+	} m;
+	struct sockaddr_in sin;
+	uint32_t gw;
+	size_t n = 0;
+	ssize_t w;
+	int s;
+
+	memset(&m, 0, sizeof(m));
+	m.h.rtm_version = RTM_VERSION;
+	m.h.rtm_type = (unsigned char)type;
+	m.h.rtm_flags = RTF_UP | RTF_STATIC;
+	m.h.rtm_seq = 1;
+#if defined(__OpenBSD__)
+	m.h.rtm_hdrlen = sizeof(m.h);
+#endif
+	sin_set(&sin, dst & mask);
+	memcpy(m.sa + n, &sin, sizeof(sin));
+	n += sizeof(sin);
+	m.h.rtm_addrs = RTA_DST;
+	if (type == RTM_ADD) {
+		if (if_addr_get(ifname, &gw) < 0)
+			return -1;
+		sin_set(&sin, gw);
+		memcpy(m.sa + n, &sin, sizeof(sin));
+		n += sizeof(sin);
+		m.h.rtm_addrs |= RTA_GATEWAY;
+	}
+	if (mask == 0xffffffffu) {
+		m.h.rtm_flags |= RTF_HOST;
+	} else {
+		sin_set(&sin, mask);
+		memcpy(m.sa + n, &sin, sizeof(sin));
+		n += sizeof(sin);
+		m.h.rtm_addrs |= RTA_NETMASK;
+	}
+	m.h.rtm_msglen = (unsigned short)(sizeof(m.h) + n);
+
+	if ((s = socket(PF_ROUTE, SOCK_RAW, 0)) < 0)
+		return -1;
+	w = write(s, &m, m.h.rtm_msglen);
+	close_keep_errno(s);
+	if (w >= 0 || (type == RTM_ADD && errno == EEXIST) ||
+	    (type == RTM_DELETE && errno == ESRCH))
+		return 0;
+	return -1;
+}
+
+/* see candy.h */
+int tun_route_add(const char *ifname, uint32_t dst, uint32_t mask)
+{
+	return bsd_route(RTM_ADD, ifname, dst, mask);
+}
+
+/* see candy.h */
+int tun_route_del(const char *ifname, uint32_t dst, uint32_t mask)
+{
+	return bsd_route(RTM_DELETE, ifname, dst, mask);
+}
+
+/* see candy.h.  XXX untested. */
+int tun_configure(const char *ifname, uint32_t addr, int prefix, int mtu)
+{
+	uint32_t mask = mask_of(prefix);
+	int s, r = -1;
+
+	if (prefix < 1 || prefix > 32) {
+		errno = EINVAL;
+		return -1;
+	}
+	if ((s = socket(AF_INET, SOCK_DGRAM, 0)) < 0)
+		return -1;
+	if (if_mtu_set(s, ifname, mtu) == 0 &&
+	    bsd_addr_set(s, ifname, addr, mask) == 0 &&
+	    if_up(s, ifname) == 0)
+		r = 0;
+	close_keep_errno(s);
+	/* A point-to-point address brings no route to its network. */
+	if (r == 0 && prefix < 32)
+		r = tun_route_add(ifname, addr & mask, mask);
+	return r;
+}
+
+#if !defined(__APPLE__)
+/* A BSD tun interface outlives its descriptor: destroy it (best effort,
+ * errno kept). */
+static void tun_destroy(const char *ifname)
+{
+	struct ifreq ifr;
+	int s, e = errno;
+
+	if (ifr_init(&ifr, ifname) == 0 &&
+	    (s = socket(AF_INET, SOCK_DGRAM, 0)) >= 0) {
+		(void)ioctl(s, SIOCIFDESTROY, &ifr);
+		close(s);
+	}
+	errno = e;
+}
+#endif
+
+/* see candy.h: routes through the device go with it. */
+void tun_close(int fd, const char *ifname)
+{
+	close(fd);
+#if defined(__APPLE__)
+	(void)ifname;	/* utun goes with its socket */
+#else
+	tun_destroy(ifname);
+#endif
+}
+#endif	/* macOS and the BSDs */
+
+/* ---- Packets, every OS. ---- */
+
+/* One packet from the device, the family header (if any) stripped:
+ * its length, 0 for a packet that is not IPv4, -1 with errno. */
+static ssize_t tun_read_raw(int fd, unsigned char *buf, size_t len)
+{
+#ifdef TUN_AF_HEADER
+	unsigned char af[4];
+	struct iovec iov[2];
+	ssize_t n;
+
+	iov[0].iov_base = af;
+	iov[0].iov_len = sizeof(af);
+	iov[1].iov_base = buf;
+	iov[1].iov_len = len;
+	if ((n = readv(fd, iov, 2)) < 0)
+		return -1;
+	if (n < (ssize_t)sizeof(af) || get32(af) != AF_INET)
+		return 0;
+	return n - (ssize_t)sizeof(af);
+#else
+	return read(fd, buf, len);
+#endif
+}
+
+/*
+ * see candy.h.  Packets that are not whole IPv4 packets are dropped here:
+ * Linux, for one, sends IPv6 router solicitations on a new device.
+ */
+ssize_t tun_read(int fd, unsigned char *buf, size_t len)
+{
+	ssize_t n;
+	int i;
+
+	for (i = 0; i < TUN_SKIP_MAX; i++) {
+		if ((n = tun_read_raw(fd, buf, len)) < 0)
+			return errno == EAGAIN || errno == EWOULDBLOCK ||
+			    errno == EINTR ? 0 : -1;
+		if (n >= IPV4_MIN_LEN && buf[0] >> 4 == 4 &&
+		    get16(buf + 2) <= n)
+			return n;
+		if (log_debug_on)
+			log_debug("tun: dropped a %zd-byte packet: not IPv4 "
+			    "or cut short", n);
+	}
+	return 0;
+}
+
+/* see candy.h */
+int tun_write(int fd, const unsigned char *pkt, size_t len)
+{
+	ssize_t n;
+#ifdef TUN_AF_HEADER
+	unsigned char af[4];
+	struct iovec iov[2];
+
+	put32(af, AF_INET);
+	iov[0].iov_base = af;
+	iov[0].iov_len = sizeof(af);
+	iov[1].iov_base = (void *)pkt;
+	iov[1].iov_len = len;
+	n = writev(fd, iov, 2);
+#else
+	n = write(fd, pkt, len);
+#endif
+	if (n >= 0 || errno == EAGAIN || errno == EWOULDBLOCK ||
+	    errno == ENOBUFS || errno == EINTR)
+		return 0;	/* sent, or dropped for want of room */
+	return -1;
+}
+
+/* ---- The LAN address, every OS. ---- */
+
+/* see candy.h */
+uint32_t if_lan_address(void)
+{
+	struct ifaddrs *all, *i;
+	struct sockaddr_in sin;
+	uint32_t ip = 0;
+
+	if (getifaddrs(&all) < 0)
+		return 0;
+	for (i = all; i != NULL && ip == 0; i = i->ifa_next) {
+		if (i->ifa_addr == NULL || i->ifa_addr->sa_family != AF_INET ||
+		    !(i->ifa_flags & IFF_UP) ||
+		    (i->ifa_flags & (IFF_LOOPBACK | IFF_POINTOPOINT)) ||
+		    strncmp(i->ifa_name, "candy", 5) == 0)
+			continue;
+		memcpy(&sin, i->ifa_addr, sizeof(sin));
+		ip = ntohl(sin.sin_addr.s_addr);
+	}
+	freeifaddrs(all);
+	return ip;
+}
