@@ -73,7 +73,7 @@ int stun_response_parse(const unsigned char *p, size_t len,
 	end = STUN_HDR_LEN + (size_t)get16(p + 2);
 	if (end > len || (end & 3) != 0)
 		return WS_BAD;
-	for (pos = STUN_HDR_LEN; pos + 4 <= end; pos += 4 + ((alen + 3) & ~(size_t)3)) {
+	for (pos = STUN_HDR_LEN; pos + 4 <= end; pos += 4 + alen) {
 		uint16_t type = get16(p + pos);
 		uint32_t aip;
 		uint16_t aport;
@@ -93,6 +93,7 @@ int stun_response_parse(const unsigned char *p, size_t len,
 			*port = aport;
 			found = 1;
 		}
+		alen = (alen + 3) & ~(size_t)3;	/* padding */
 	}
 	return found ? WS_DONE : WS_BAD;
 }
