@@ -368,14 +368,14 @@ sleep 1
 check "a client with a wrong password gets no address" \
     eval '[ -z "$(addr_of c4)" ]'
 check "a client with a wrong password logs why" \
-    eval 'log_has c4 "refused|password|cannot connect|disconnected"'
+    eval 'log_has c4 "refused|password"'
 stop c4
 
 # ---- A restarted client gets its address back ----
 
 stop c1
 check "a client stopped with SIGTERM exits 0 and removes its device" \
-    eval '! nsx c1 ip link show candy-c1 >/dev/null 2>&1'
+    eval '[ "$STOP_RC" = 0 ] && ! nsx c1 ip link show candy-c1 >/dev/null 2>&1'
 candy_client c1 c1 -w $URI -p $PW
 wait_addr c1 15
 check "a restarted client gets its address back ($A1)" \

@@ -12,6 +12,9 @@
 #
 # Addresses used (they exist only inside the namespaces): 10.77.0.0/24 is
 # the simulated internet, 172.31.0.0/24 the tunnel, 192.168.50.0/24 a LAN.
+#
+# Environment: CANDY (the binary, default ./candy), CANDY_TEST_KEEP=1 keeps
+# the temporary directory with the logs.
 
 ROOT=$(cd "$(dirname "$0")/.." && pwd)
 CANDY=${CANDY:-$ROOT/candy}
@@ -315,7 +318,11 @@ cleanup() {
 		[ -n "$_pids" ] && kill -KILL $_pids 2>/dev/null
 		ip netns del "$P-$_ns" 2>/dev/null
 	done
-	rm -rf "$T"
+	if [ -n "$CANDY_TEST_KEEP" ]; then
+		echo "# logs kept in $T"
+	else
+		rm -rf "$T"
+	fi
 	[ "$_rc" = 0 ] && [ "$FAILED" -gt 0 ] && _rc=1
 	exit "$_rc"
 }
