@@ -46,6 +46,11 @@ test/unit: $(TSRCS) test/test.h test/candy-nomain.o $(OBJS)
 	$(CC) $(CPPFLAGS) $(CFLAGS) $(WARN) -I. -o $@ $(TSRCS) \
 	    test/candy-nomain.o $(filter-out candy.o,$(OBJS)) $(LDLIBS)
 
+# make bench's TLS numbers (test/bench-tls.sh).
+test/bench_tls: test/bench_tls.c test/candy-nomain.o $(OBJS)
+	$(CC) $(CPPFLAGS) $(CFLAGS) $(WARN) -I. -o $@ test/bench_tls.c \
+	    test/candy-nomain.o $(filter-out candy.o,$(OBJS)) $(LDLIBS)
+
 deps:
 	sh test/deps.sh
 
@@ -58,7 +63,7 @@ demo: deps
 	sh test/demo.sh
 
 bench: deps
-	$(MAKE) all
+	$(MAKE) all test/bench_tls
 	sh test/bench.sh
 
 install: candy
@@ -72,6 +77,7 @@ uninstall:
 	rm -f $(DESTDIR)$(PREFIX)/sbin/candy $(DESTDIR)$(MANDIR)/man8/candy.8
 
 clean:
-	rm -f candy candy-static $(OBJS) test/unit test/candy-nomain.o
+	rm -f candy candy-static $(OBJS) test/unit test/candy-nomain.o \
+	    test/bench_tls
 
 .PHONY: all static test demo bench deps install uninstall clean

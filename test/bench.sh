@@ -90,7 +90,10 @@ bench_memory() {
 	    "$(awk '/^VmHWM:/ { print $2 }' "/proc/$(pid_of ca)/status")" kB
 }
 
-SECTIONS="throughput latency memory"
+# The TLS section lives in its own file.
+. "$(dirname "$0")/bench-tls.sh"
+
+SECTIONS="throughput latency memory tls"
 
 for s in $SECTIONS; do
 	echo "# $s"
