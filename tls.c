@@ -1028,7 +1028,8 @@ static void x509_append(const br_x509_class **xc, const unsigned char *buf,
 	struct tls_x509 *x = (struct tls_x509 *)(void *)xc;
 
 	if (x->ncerts == 0) {
-		br_x509_decoder_push(&x->dec, buf, len);
+		if (!x509_by_ca(x))
+			br_x509_decoder_push(&x->dec, buf, len);
 		if (!x->leafbig && len <= sizeof(x->leaf) - x->leaflen) {
 			memcpy(x->leaf + x->leaflen, buf, len);
 			x->leaflen += len;
