@@ -31,7 +31,7 @@
 #include "candy.h"
 
 #define PEER_TICK_MS		1000
-#define PEER_SETUP_MS		10000	/* PREPARING, SYNCHRONIZING, CONNECTING */
+#define PEER_SETUP_MS		10000	/* PREPARING, SYNCHRONIZING... */
 #define PEER_LOST_MS		3000	/* CONNECTED without a heartbeat */
 #define PEER_RETRY_MIN_S	30	/* WAITING, doubling on each retry */
 #define PEER_RETRY_MAX_S	3600
@@ -133,7 +133,8 @@ static char *endpoint_str(const struct endpoint *e, char buf[22])
 	if (e->ip == 0)
 		snprintf(buf, 22, "-");
 	else
-		snprintf(buf, 22, "%s:%u", ip_str(e->ip, ip), (unsigned)e->port);
+		snprintf(buf, 22, "%s:%u", ip_str(e->ip, ip),
+		    (unsigned)e->port);
 	return buf;
 }
 
@@ -407,7 +408,8 @@ static void relay_announce_cb(void *ctx, uint32_t dst, int32_t rtt)
 
 		if (p->state != PEER_CONNECTED || p->addr == dst)
 			continue;
-		put32(m + 9, (uint32_t)(p->addr == via ? RTT_UNREACHABLE : rtt));
+		put32(m + 9, (uint32_t)(p->addr == via ? RTT_UNREACHABLE :
+		    rtt));
 		peer_ctl_send(c, p, &p->real, m, sizeof(m));
 	}
 }

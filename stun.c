@@ -75,6 +75,7 @@ int stun_response_parse(const unsigned char *p, size_t len,
 		return WS_BAD;
 	for (pos = STUN_HDR_LEN; pos + 4 <= end; pos += 4 + alen) {
 		uint16_t type = get16(p + pos);
+		const unsigned char *v = p + pos + 4;
 		uint32_t aip;
 		uint16_t aport;
 
@@ -82,13 +83,13 @@ int stun_response_parse(const unsigned char *p, size_t len,
 		if (alen > end - pos - 4)
 			return WS_BAD;
 		if (type == STUN_ATTR_XOR_MAPPED &&
-		    stun_address_parse(p + pos + 4, alen, 1, &aip, &aport) == 0) {
+		    stun_address_parse(v, alen, 1, &aip, &aport) == 0) {
 			*ip = aip;
 			*port = aport;
 			return WS_DONE;
 		}
 		if (type == STUN_ATTR_MAPPED && !found &&
-		    stun_address_parse(p + pos + 4, alen, 0, &aip, &aport) == 0) {
+		    stun_address_parse(v, alen, 0, &aip, &aport) == 0) {
 			*ip = aip;
 			*port = aport;
 			found = 1;

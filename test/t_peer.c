@@ -1,6 +1,1051 @@
+/*
+ * t_peer.c: peer-to-peer (peer.c).
+ *
+ * Datagrams: the three captured in ../shared/vectors.md (an existing
+ * Candy 6.1 client), opened with keys derived as PROTOCOL.md 5 says, and
+ * the same plaintexts sealed by us and opened again.
+ *
+ * The state machine: real clients with real UDP sockets on 127.0.0.1, a
+ * fake clock (fake_now_ms), a fake STUN server, the server's part played
+ * by the test (messages to it are captured through p2p.server_send), and
+ * fake peers that seal and open datagrams by hand.  Each test walks
+ * transitions of PROTOCOL.md 5 and checks the state after each step.
+ */
+#include <sys/types.h>
+#include <sys/socket.h>
+#include <netinet/in.h>
+#include <arpa/inet.h>
+
+#include <fcntl.h>
+#include <poll.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
 #include "candy.h"
 #include "test.h"
 
+#define PASSWORD	"secretpw"
+#define NET		0xac1f0000u	/* 172.31.0.0/24 */
+#define MASK		0xffffff00u
+#define A_ADDR		0xac1f0001u
+#define B_ADDR		0xac1f0002u
+#define C_ADDR		0xac1f0003u
+#define D_ADDR		0xac1f0004u
+#define LOOPBACK	0x7f000001u
+#define T0		1000000		/* the fake clock's start, ms */
+
+/* ---- Datagrams from vectors.md ---- */
+
+static const struct {
+	const char *name;
+	uint32_t to;
+	const char *plain, *dgram;
+} vec_dgrams[] = {
+	{ "HEARTBEAT 172.31.0.1 -> 172.31.0.2", B_ADDR,
+	    "00ac1f000100000000000000",
+	    "d3ae9075c9ad20ab2eb7d046e3ede34383bf01c672a304c6e837fb6a90d7db5c"
+	    "f188b1fd7940068b" },
+	{ "DELAY 172.31.0.1 -> 172.31.0.2", B_ADDR,
+	    "02ac1f0001ac1f000200000000004b3608",
+	    "097946d49f2f1a83896300a5f582bf38305a75699db984d4f7837fb9cc40bb0e"
+	    "66257c73ccaa9c603113ce1a0f" },
+	{ "ROUTE to 172.31.0.1", A_ADDR,
+	    "04ac1f0001ac1f000200000005",
+	    "9947198c3a37022192fb9ee2d878cbac58a9486be1e8e22d9c7715963a85cf05"
+	    "b1b454aa75b529822f" },
+};
+
+/* vectors.md: the ICMP echo request 172.31.0.1 -> 172.31.0.2. */
+static const char vec_ping[] =
+    "45000054fca340004001e5c3ac1f0001ac1f00020800ec4c07d30001691e026b"
+    "00000000cb820e0000000000101112131415161718191a1b1c1d1e1f20212223"
+    "2425262728292a2b2c2d2e2f3031323334353637";
+
+static int tamper_refused(struct peer_key *k, const unsigned char *d,
+    size_t n)
+{
+	unsigned char t[256];
+	size_t i;
+
+	/* Flip one bit of each byte in turn: iv, tag and ciphertext. */
+	for (i = 0; i < n; i++) {
+		memcpy(t, d, n);
+		t[i] ^= 0x20;
+		if (peer_open(k, t, n) == 0)
+			return 0;
+	}
+	memcpy(t, d, n);
+	return peer_open(k, t, n - 1) < 0 && peer_open(k, t, 27) < 0 &&
+	    peer_open(k, t, 0) < 0;
+}
+
+static void test_peer_vectors(void)
+{
+	static struct peer_key k, other;
+	struct peer_iv iv;
+	unsigned char d[256], plain[128], again[256];
+	char name[128];
+	size_t i, n, pn;
+
+	memset(&iv, 0, sizeof(iv));
+	rand_bytes(iv.salt, sizeof(iv.salt));
+	for (i = 0; i < sizeof(vec_dgrams) / sizeof(vec_dgrams[0]); i++) {
+		n = unhex(vec_dgrams[i].dgram, d, sizeof(d));
+		pn = unhex(vec_dgrams[i].plain, plain, sizeof(plain));
+		peer_key_init(&k, PASSWORD, vec_dgrams[i].to);
+		peer_key_init(&other, PASSWORD, vec_dgrams[i].to ^ 3);
+
+		memcpy(again, d, n);
+		snprintf(name, sizeof(name), "peer: %s refused with the "
+		    "other address's key", vec_dgrams[i].name);
+		CHECK(peer_open(&other, again, n) < 0, name);
+		snprintf(name, sizeof(name), "peer: %s decrypts",
+		    vec_dgrams[i].name);
+		if (CHECK(peer_open(&k, d, n) == 0, name)) {
+			snprintf(name, sizeof(name), "peer: %s plaintext",
+			    vec_dgrams[i].name);
+			CHECK_BYTES(plain, pn, d + PEER_OVERHEAD,
+			    n - PEER_OVERHEAD, name);
+		}
+		n = unhex(vec_dgrams[i].dgram, d, sizeof(d));
+		snprintf(name, sizeof(name), "peer: %s with any byte changed, "
+		    "or truncated, refused", vec_dgrams[i].name);
+		CHECK(tamper_refused(&k, d, n), name);
+
+		/* Ours: the same plaintext sealed, then opened. */
+		memcpy(d + PEER_OVERHEAD, plain, pn);
+		n = peer_seal(&k, &iv, d, pn);
+		memcpy(again + PEER_OVERHEAD, plain, pn);
+		peer_seal(&k, &iv, again, pn);
+		snprintf(name, sizeof(name), "peer: %s sealed by us: a fresh "
+		    "iv each time", vec_dgrams[i].name);
+		CHECK(n == pn + PEER_OVERHEAD &&
+		    memcmp(d, again, PEER_IV_LEN) != 0, name);
+		snprintf(name, sizeof(name), "peer: %s sealed by us opens "
+		    "with the receiver's key", vec_dgrams[i].name);
+		CHECK(peer_open(&k, d, n) == 0 &&
+		    memcmp(d + PEER_OVERHEAD, plain, pn) == 0, name);
+		peer_seal(&k, &iv, again, pn);
+		snprintf(name, sizeof(name), "peer: %s sealed by us, refused "
+		    "with another key", vec_dgrams[i].name);
+		CHECK(peer_open(&other, again, n) < 0, name);
+	}
+	/* The counter wraps into a new salt, never into an old iv. */
+	memcpy(again, iv.salt, sizeof(iv.salt));
+	iv.count = 0xffffffff;
+	peer_seal(&k, &iv, d, 1);
+	CHECK(iv.count == 0 && memcmp(again, iv.salt, sizeof(iv.salt)) != 0,
+	    "peer: iv counter wrap takes a new salt");
+	peer_key_wipe(&k);
+	peer_key_wipe(&other);
+}
+
+/* ---- Harness: clients, a fake server, a fake STUN server ---- */
+
+struct tc {			/* a client under test */
+	struct config cfg;
+	struct client c;
+	int on;			/* pumped by the fake server */
+	int tun[2];		/* socketpair: tun[0] is its "TUN device" */
+	int sent[256];		/* messages to the server, by type */
+	unsigned char last[256][32];	/* the last of each type */
+};
+
+static struct tc ta, tb;
+static int stun_fd = -1;
+static uint16_t stun_port;
+static int stun_requests;
+
+static int udp_open(uint16_t *port)
+{
+	struct sockaddr_in sa;
+	socklen_t sl = sizeof(sa);
+	int fd = socket(AF_INET, SOCK_DGRAM, 0);
+
+	memset(&sa, 0, sizeof(sa));
+	sa.sin_family = AF_INET;
+	sa.sin_addr.s_addr = htonl(LOOPBACK);
+	if (fd < 0 || bind(fd, (struct sockaddr *)&sa, sizeof(sa)) < 0 ||
+	    getsockname(fd, (struct sockaddr *)&sa, &sl) < 0) {
+		perror("t_peer: udp socket");
+		exit(1);
+	}
+	fcntl(fd, F_SETFL, fcntl(fd, F_GETFL) | O_NONBLOCK);
+	*port = ntohs(sa.sin_port);
+	return fd;
+}
+
+static int pending(int fd)
+{
+	struct pollfd p = { fd, POLLIN, 0 };
+
+	return fd >= 0 && poll(&p, 1, 0) > 0;
+}
+
+static int hook_server_send(struct client *c, const unsigned char *m,
+    size_t len)
+{
+	struct tc *t = c == &ta.c ? &ta : &tb;
+
+	t->sent[m[0]]++;
+	memcpy(t->last[m[0]], m, len < 32 ? len : 32);
+	/* Played by the server: straight to the other client, if on. */
+	if (t == &ta ? tb.on : ta.on)
+		p2p_server_msg(t == &ta ? &tb.c : &ta.c, m, len);
+	return 0;
+}
+
+static void tc_init(struct tc *t, uint32_t addr, uint32_t lan, int route)
+{
+	memset(t, 0, sizeof(*t));
+	t->cfg.mode = MODE_CLIENT;
+	snprintf(t->cfg.password, sizeof(t->cfg.password), "%s", PASSWORD);
+	snprintf(t->cfg.stun, sizeof(t->cfg.stun), "stun://127.0.0.1:%u",
+	    (unsigned)stun_port);
+	t->cfg.localhost = lan;
+	t->cfg.route = route;
+	t->cfg.mtu = 1400;
+	t->c.cfg = &t->cfg;
+	if (socketpair(AF_UNIX, SOCK_DGRAM, 0, t->tun) < 0) {
+		perror("t_peer: socketpair");
+		exit(1);
+	}
+	fcntl(t->tun[1], F_SETFL, fcntl(t->tun[1], F_GETFL) | O_NONBLOCK);
+	t->c.tun_fd = t->tun[0];
+	t->c.addr = addr;
+	t->c.prefix = 24;
+	t->c.mask = MASK;
+	t->c.net = addr & MASK;
+	if (p2p_start(&t->c) < 0 || t->c.p2p.udp_fd < 0) {
+		fprintf(stderr, "t_peer: p2p_start failed\n");
+		exit(1);
+	}
+	t->c.p2p.server_send = hook_server_send;
+	t->on = 1;
+	p2p_tick(&t->c, fake_now_ms);
+}
+
+static void tc_free(struct tc *t)
+{
+	p2p_stop(&t->c);
+	close(t->c.p2p.udp_fd);
+	free(t->c.p2p.peers);
+	free(t->c.p2p.index);
+	free(t->c.p2p.relay.r);
+	close(t->tun[0]);
+	close(t->tun[1]);
+	t->on = 0;
+}
+
+/* The fake STUN server: answer every request with XOR-MAPPED-ADDRESS of
+ * its source (answer 0: swallow requests). */
+static int stun_serve(int answer)
+{
+	unsigned char q[64], r[32];
+	struct sockaddr_in sa;
+	socklen_t sl = sizeof(sa);
+	ssize_t n;
+	int count = 0;
+
+	while ((n = recvfrom(stun_fd, q, sizeof(q), 0, (struct sockaddr *)&sa,
+	    &sl)) > 0) {
+		count++;
+		stun_requests++;
+		if (!answer || n != STUN_REQUEST_LEN)
+			continue;
+		put16(r, 0x0101);
+		put16(r + 2, 12);
+		memcpy(r + 4, q + 4, 16);	/* cookie and tid */
+		put16(r + 20, 0x0020);
+		put16(r + 22, 8);
+		put16(r + 24, 1);
+		put16(r + 26, (uint16_t)(ntohs(sa.sin_port) ^ 0x2112));
+		put32(r + 28, ntohl(sa.sin_addr.s_addr) ^ 0x2112a442u);
+		sendto(stun_fd, r, sizeof(r), 0, (struct sockaddr *)&sa, sl);
+	}
+	return count;
+}
+
+/* Let everything in flight arrive: STUN, datagrams between clients. */
+static void pump(int stun_answers)
+{
+	int i, moved = 1;
+
+	for (i = 0; i < 100 && moved; i++) {
+		moved = stun_serve(stun_answers);
+		if (ta.on && pending(ta.c.p2p.udp_fd)) {
+			p2p_udp_input(&ta.c);
+			moved++;
+		}
+		if (tb.on && pending(tb.c.p2p.udp_fd)) {
+			p2p_udp_input(&tb.c);
+			moved++;
+		}
+	}
+}
+
+/* One second passes: each client ticks, then everything arrives. */
+static void step(int stun_answers)
+{
+	fake_now_ms += 1000;
+	if (ta.on)
+		p2p_tick(&ta.c, fake_now_ms);
+	if (tb.on)
+		p2p_tick(&tb.c, fake_now_ms);
+	pump(stun_answers);
+}
+
+static enum peer_state state_of(struct tc *t, uint32_t addr)
+{
+	struct peer *p = peer_lookup(&t->c, addr);
+
+	return p != NULL ? p->state : (enum peer_state)-1;
+}
+
+/* A fake peer: a socket that seals datagrams for A by hand and opens
+ * what A sends it. */
+struct fake {
+	uint32_t addr;
+	int fd;
+	uint16_t port;
+	struct peer_key to_a, own;
+	struct peer_iv iv;
+	unsigned char msg[64][128];
+	size_t len[64];
+	int n;
+};
+
+static struct fake fb, fd_;
+
+static void fake_init(struct fake *f, uint32_t addr)
+{
+	memset(f, 0, sizeof(*f));
+	f->addr = addr;
+	f->fd = udp_open(&f->port);
+	peer_key_init(&f->to_a, PASSWORD, A_ADDR);
+	peer_key_init(&f->own, PASSWORD, addr);
+}
+
+static void fake_free(struct fake *f)
+{
+	close(f->fd);
+	peer_key_wipe(&f->to_a);
+	peer_key_wipe(&f->own);
+}
+
+static void fake_send(struct fake *f, const unsigned char *m, size_t len)
+{
+	unsigned char d[256];
+	struct sockaddr_in sa;
+	size_t n;
+
+	memcpy(d + PEER_OVERHEAD, m, len);
+	n = peer_seal(&f->to_a, &f->iv, d, len);
+	memset(&sa, 0, sizeof(sa));
+	sa.sin_family = AF_INET;
+	sa.sin_addr.s_addr = htonl(LOOPBACK);
+	sa.sin_port = htons(ta.c.p2p.port);
+	sendto(f->fd, d, n, 0, (struct sockaddr *)&sa, sizeof(sa));
+	pump(1);
+}
+
+static void fake_heartbeat(struct fake *f, int ack)
+{
+	unsigned char m[PMSG_HEARTBEAT_LEN] = { PMSG_HEARTBEAT };
+
+	put32(m + 1, f->addr);
+	m[11] = (unsigned char)ack;
+	fake_send(f, m, sizeof(m));
+}
+
+/* Read what A sent the fake peer since the last call; count those of
+ * type (-1: any) and keep them in f->msg. */
+static int fake_read(struct fake *f, int type)
+{
+	unsigned char d[256];
+	ssize_t n;
+	int count = 0;
+
+	f->n = 0;
+	while ((n = recv(f->fd, d, sizeof(d), 0)) > 0) {
+		if (peer_open(&f->own, d, (size_t)n) < 0 || f->n == 64 ||
+		    n - PEER_OVERHEAD > 128)
+			continue;
+		f->len[f->n] = (size_t)n - PEER_OVERHEAD;
+		memcpy(f->msg[f->n], d + PEER_OVERHEAD, f->len[f->n]);
+		f->n++;
+		if (type < 0 || d[PEER_OVERHEAD] == type)
+			count++;
+	}
+	return count;
+}
+
+/* The n-th kept message of type, or NULL. */
+static const unsigned char *fake_msg(struct fake *f, int type, int nth)
+{
+	int i;
+
+	for (i = 0; i < f->n; i++)
+		if (f->msg[i][0] == type && nth-- == 0)
+			return f->msg[i];
+	return NULL;
+}
+
+/* The server's UDP4CONN (src, A, ip, port) to A. */
+static void server_udp4conn(uint32_t src, uint32_t ip, uint16_t port)
+{
+	unsigned char m[UDP4CONN_LEN] = { MSG_UDP4CONN };
+
+	put32(m + 1, src);
+	put32(m + 5, A_ADDR);
+	put32(m + 9, ip);
+	put16(m + 13, port);
+	p2p_server_msg(&ta.c, m, sizeof(m));
+}
+
+static void server_lan(uint32_t src, uint32_t ip, uint16_t port)
+{
+	unsigned char m[LOCALUDP4CONN_LEN] = { MSG_GENERAL, 0 };
+
+	put32(m + 4, src);
+	put32(m + 8, A_ADDR);
+	put32(m + 12, ip);
+	put16(m + 16, port);
+	p2p_server_msg(&ta.c, m, sizeof(m));
+}
+
+static void server_discovery(uint32_t src, uint32_t dst)
+{
+	unsigned char m[DISCOVERY_LEN] = { MSG_DISCOVERY };
+
+	put32(m + 1, src);
+	put32(m + 5, dst);
+	p2p_server_msg(&ta.c, m, sizeof(m));
+}
+
+/* n seconds, one tick at a time; the fake peer alive (if any) keeps its
+ * heartbeats coming. */
+static void steps(int n, struct fake *alive)
+{
+	while (n-- > 0) {
+		if (alive != NULL)
+			fake_heartbeat(alive, 1);
+		step(1);
+	}
+}
+
+/* ---- Start-up ---- */
+
+static void test_peer_start(void)
+{
+	static const struct {
+		const char *stun;
+		int ok;
+	} uris[] = {
+		{ "stun://127.0.0.1", 1 },
+		{ "stun://127.0.0.1:3478", 1 },
+		{ "stun://localhost:19302", 1 },
+		{ "stun://", 0 },
+		{ "stun://:3478", 0 },
+		{ "stun://host:", 0 },
+		{ "stun://host:65536", 0 },
+		{ "stun://host:12ab", 0 },
+		{ "stun://host/path", 0 },
+		{ "turn://host", 0 },
+	};
+	unsigned char buf[PKT_HEADROOM + 64];
+	char name[96];
+	size_t i;
+	int r;
+
+	memset(&ta, 0, sizeof(ta));
+	ta.c.cfg = &ta.cfg;
+	ta.c.addr = A_ADDR;
+	CHECK(p2p_start(&ta.c) == 0 && ta.c.p2p.udp_fd == -1 &&
+	    p2p_tick(&ta.c, 5000) == 6000 &&
+	    p2p_send(&ta.c, B_ADDR, buf + PKT_HEADROOM, 20) == 0,
+	    "peer: no --stun: P2P off, everything goes to the server");
+	p2p_saw_forward(&ta.c, B_ADDR);
+	p2p_stop(&ta.c);
+	for (i = 0; i < sizeof(uris) / sizeof(uris[0]); i++) {
+		memset(&ta, 0, sizeof(ta));
+		ta.c.cfg = &ta.cfg;
+		snprintf(ta.cfg.stun, sizeof(ta.cfg.stun), "%s", uris[i].stun);
+		r = p2p_start(&ta.c);
+		snprintf(name, sizeof(name), "peer: --stun %s %s", uris[i].stun,
+		    uris[i].ok ? "accepted" : "refused");
+		CHECK(uris[i].ok ? r == 0 && ta.c.p2p.udp_fd >= 0 : r < 0, name);
+		if (r == 0)
+			tc_free(&ta);
+	}
+}
+
+/* ---- Two real clients: the whole handshake ---- */
+
+static void test_peer_handshake(void)
+{
+	static const struct {
+		enum peer_state a, b;	/* A's view of B, B's view of A */
+	} want[] = {
+		{ PEER_SYNCHRONIZING, PEER_PREPARING },
+		{ PEER_CONNECTING, PEER_CONNECTING },
+		{ PEER_CONNECTED, PEER_CONNECTING },
+		{ PEER_CONNECTED, PEER_CONNECTED },
+	};
+	unsigned char buf[PKT_HEADROOM + 128], got[128], ref[128];
+	unsigned char *pkt = buf + PKT_HEADROOM;
+	struct peer *pa, *pb;
+	size_t i, n;
+	ssize_t r;
+	char name[96];
+
+	fake_now_ms = T0;
+	tc_init(&ta, A_ADDR, 0x7f000002, 0);	/* LAN 127.0.0.2 */
+	tc_init(&tb, B_ADDR, 0x7f000003, 0);	/* LAN 127.0.0.3 */
+
+	p2p_saw_forward(&ta.c, B_ADDR);
+	CHECK(state_of(&ta, B_ADDR) == PEER_PREPARING,
+	    "peer: FORWARD through the server: INIT -> PREPARING");
+	for (i = 0; i < sizeof(want) / sizeof(want[0]); i++) {
+		step(1);
+		snprintf(name, sizeof(name), "peer: handshake second %zu: "
+		    "A sees %s, B sees %s", i + 1, peer_state_name(want[i].a),
+		    peer_state_name(want[i].b));
+		CHECK(state_of(&ta, B_ADDR) == want[i].a &&
+		    state_of(&tb, A_ADDR) == want[i].b, name);
+		if (i == 0)
+			CHECK(ta.sent[MSG_UDP4CONN] == 1 &&
+			    tb.sent[MSG_GENERAL] == 1 &&
+			    ta.sent[MSG_GENERAL] == 0,
+			    "peer: STUN answer sends UDP4CONN; UDP4CONN "
+			    "answered with GENERAL/0");
+	}
+	pa = peer_lookup(&ta.c, B_ADDR);
+	pb = peer_lookup(&tb.c, A_ADDR);
+	CHECK(pa->lan.ip == 0x7f000003 && pa->lan.port == tb.c.p2p.port &&
+	    pa->real.port == tb.c.p2p.port && pb->real.port == ta.c.p2p.port,
+	    "peer: endpoints learnt from GENERAL/0 and heartbeats");
+	CHECK(ta.c.p2p.public.ip == LOOPBACK &&
+	    ta.c.p2p.public.port == ta.c.p2p.port,
+	    "peer: public endpoint from STUN");
+
+	/* Traffic over UDP, into B's "TUN device". */
+	n = unhex(vec_ping, pkt, 128);
+	CHECK(p2p_send(&ta.c, B_ADDR, pkt, n) == 1 && pa->tx == 1,
+	    "peer: packet to a CONNECTED peer goes over UDP");
+	pump(1);
+	r = recv(tb.tun[1], got, sizeof(got), MSG_DONTWAIT);
+	n = unhex(vec_ping, ref, sizeof(ref));
+	CHECK_BYTES(ref, n, got, r < 0 ? 0 : (size_t)r,
+	    "peer: packet arrives whole on the peer's TUN");
+	CHECK(pb->rx == 1, "peer: counted on the receiving side");
+	n = unhex(vec_ping, pkt, 128);
+	CHECK(p2p_send(&ta.c, C_ADDR, pkt, n) == 0,
+	    "peer: packet to an unknown peer is left to the server");
+	/* A send that fails leaves the packet whole for the server. */
+	pa->real.port = 0;
+	CHECK(p2p_send(&ta.c, B_ADDR, pkt, n) == 0 &&
+	    memcmp(pkt, ref, n) == 0,
+	    "peer: failed UDP send gives the packet back intact");
+	pa->real.port = tb.c.p2p.port;
+
+	/* B goes quiet: 3 s without a heartbeat and A falls back. */
+	tb.on = 0;
+	steps(2, NULL);
+	CHECK(state_of(&ta, B_ADDR) == PEER_CONNECTED,
+	    "peer: CONNECTED survives 2 s without heartbeats");
+	steps(1, NULL);
+	CHECK(state_of(&ta, B_ADDR) == PEER_INIT && pa->real.ip == 0 &&
+	    pa->retry_s == 30,
+	    "peer: 3 s without heartbeats: CONNECTED -> INIT");
+	n = unhex(vec_ping, pkt, 128);
+	CHECK(p2p_send(&ta.c, B_ADDR, pkt, n) == 0,
+	    "peer: packets to a lost peer go through the server");
+
+	tc_free(&ta);
+	tc_free(&tb);
+}
+
+/* ---- One client against a fake peer: every timer and message ---- */
+
+/* A's peer B from INIT to CONNECTING against the fake peer fb. */
+static void to_connecting(void)
+{
+	server_udp4conn(B_ADDR, LOOPBACK, fb.port);
+	step(1);		/* STUN answers: PREPARING -> CONNECTING */
+}
+
+static void test_peer_timers(void)
+{
+	struct peer *p;
+	const unsigned char *m;
+	int i, before, ok;
+
+	fake_now_ms = T0;
+	tc_init(&ta, A_ADDR, 0x7f000002, 0);
+	fake_init(&fb, B_ADDR);
+
+	/* PREPARING without a STUN answer: a request every tick, FAILED
+	 * after 10 s. */
+	p2p_saw_forward(&ta.c, B_ADDR);
+	p = peer_lookup(&ta.c, B_ADDR);
+	stun_requests = 0;
+	for (i = 0; i < 9; i++)
+		step(0);
+	CHECK(p->state == PEER_PREPARING && stun_requests == 9,
+	    "peer: PREPARING asks STUN every tick");
+	step(0);
+	CHECK(p->state == PEER_FAILED && ta.c.p2p.stun_stale,
+	    "peer: PREPARING 10 s without STUN -> FAILED, STUN re-resolved");
+	fake_heartbeat(&fb, 1);
+	steps(30, NULL);
+	CHECK(p->state == PEER_FAILED && p->ack == 0 &&
+	    fake_read(&fb, -1) == 0, "peer: FAILED is passive, ignores "
+	    "heartbeats");
+
+	/* FAILED -> PREPARING on the peer's public endpoint; our LAN
+	 * endpoint goes back. */
+	before = ta.sent[MSG_GENERAL];
+	server_udp4conn(B_ADDR, LOOPBACK, fb.port);
+	CHECK(p->state == PEER_PREPARING && ta.sent[MSG_GENERAL] ==
+	    before + 1 && get32(ta.last[MSG_GENERAL] + 12) == 0x7f000002 &&
+	    get16(ta.last[MSG_GENERAL] + 16) == ta.c.p2p.port,
+	    "peer: UDP4CONN in FAILED -> PREPARING, sends GENERAL/0");
+	before = ta.sent[MSG_UDP4CONN];
+	step(1);
+	CHECK(p->state == PEER_CONNECTING && ta.sent[MSG_UDP4CONN] ==
+	    before + 1 && get32(ta.last[MSG_UDP4CONN] + 9) == LOOPBACK &&
+	    get16(ta.last[MSG_UDP4CONN] + 13) == ta.c.p2p.port,
+	    "peer: STUN answer with the public endpoint known: "
+	    "PREPARING -> CONNECTING, UDP4CONN sent");
+	server_udp4conn(B_ADDR, LOOPBACK, fb.port);
+	CHECK(p->state == PEER_CONNECTING,
+	    "peer: UDP4CONN in CONNECTING: no change");
+	fake_read(&fb, -1);
+	for (i = 0; i < 9; i++)
+		step(1);
+	ok = fake_read(&fb, PMSG_HEARTBEAT) == 9 &&
+	    (m = fake_msg(&fb, PMSG_HEARTBEAT, 0)) != NULL &&
+	    get32(m + 1) == A_ADDR && m[11] == 0;
+	CHECK(ok && p->state == PEER_CONNECTING, "peer: CONNECTING sends a "
+	    "heartbeat (ack 0) to the public endpoint each tick");
+	step(1);
+	CHECK(p->state == PEER_WAITING && p->retry_s == 30 && p->pub.ip == 0,
+	    "peer: CONNECTING 10 s -> WAITING, endpoints forgotten");
+	fake_heartbeat(&fb, 1);
+	CHECK(p->state == PEER_WAITING && p->ack == 0,
+	    "peer: WAITING ignores heartbeats");
+	for (i = 0; i < 29; i++)
+		step(1);
+	CHECK(p->state == PEER_WAITING, "peer: WAITING 29 s: still waiting");
+	step(1);
+	CHECK(p->state == PEER_INIT && p->retry_s == 60,
+	    "peer: WAITING 30 s -> INIT, the delay doubles to 60 s");
+
+	/* The second wait lasts 60 s. */
+	to_connecting();
+	for (i = 0; i < 10; i++)
+		step(1);
+	CHECK(p->state == PEER_WAITING && p->retry_s == 60,
+	    "peer: WAITING again, for 60 s");
+	for (i = 0; i < 59; i++)
+		step(1);
+	CHECK(p->state == PEER_WAITING, "peer: WAITING 59 s of 60");
+	step(1);
+	CHECK(p->state == PEER_INIT && p->retry_s == 120,
+	    "peer: WAITING -> INIT, delay 120 s");
+	to_connecting();
+	for (i = 0; i < 10; i++)
+		step(1);
+	p->retry_s = 2400;
+	fake_now_ms += 2400 * 1000 - 1000;
+	step(1);
+	CHECK(p->state == PEER_INIT && p->retry_s == 3600,
+	    "peer: the delay stops doubling at 3600 s");
+
+	/* WAITING -> PREPARING when the peer tries again. */
+	to_connecting();
+	for (i = 0; i < 10; i++)
+		step(1);
+	before = ta.sent[MSG_GENERAL];
+	server_udp4conn(B_ADDR, LOOPBACK, fb.port);
+	CHECK(p->state == PEER_PREPARING && ta.sent[MSG_GENERAL] == before + 1,
+	    "peer: UDP4CONN in WAITING -> PREPARING, sends GENERAL/0");
+	server_udp4conn(B_ADDR, LOOPBACK, fb.port);
+	CHECK(p->state == PEER_PREPARING && ta.sent[MSG_GENERAL] == before + 2,
+	    "peer: UDP4CONN in PREPARING: stays, sends GENERAL/0 again");
+
+	/* CONNECTING -> CONNECTED on heartbeats. */
+	step(1);
+	fake_read(&fb, -1);
+	fake_heartbeat(&fb, 0);
+	CHECK(p->state == PEER_CONNECTING && p->ack == 1 &&
+	    p->real.port == fb.port,
+	    "peer: heartbeat with ack 0: our ack becomes 1, still CONNECTING");
+	step(1);
+	CHECK(fake_read(&fb, PMSG_HEARTBEAT) >= 1 &&
+	    fake_msg(&fb, PMSG_HEARTBEAT, 0)[11] == 1,
+	    "peer: our heartbeats now carry ack 1");
+	fake_heartbeat(&fb, 1);
+	CHECK(p->state == PEER_CONNECTED,
+	    "peer: heartbeat with ack 1: CONNECTING -> CONNECTED");
+	server_udp4conn(B_ADDR, LOOPBACK, fb.port + 1);
+	server_lan(B_ADDR, 0xc0a80105, 4000);
+	CHECK(p->state == PEER_CONNECTED && p->real.port == fb.port &&
+	    p->lan.ip == 0xc0a80105 && p->lan.port == 4000,
+	    "peer: UDP4CONN and GENERAL/0 in CONNECTED: stored, no change");
+	steps(10, &fb);
+	CHECK(p->state == PEER_CONNECTED && fake_read(&fb, PMSG_HEARTBEAT) >=
+	    9 && fake_msg(&fb, PMSG_HEARTBEAT, 0)[11] == 1, "peer: "
+	    "CONNECTED 10 s on heartbeats, sending its own each tick");
+	CHECK(fake_read(&fb, PMSG_DELAY) == 0,
+	    "peer: no DELAY probes without --route");
+	steps(3, NULL);
+	CHECK(p->state == PEER_INIT && p->retry_s == 30,
+	    "peer: CONNECTED -> INIT after 3 s, the delay back at 30 s");
+
+	/* SYNCHRONIZING: STUN answered, peer's endpoint unknown. */
+	p2p_saw_forward(&ta.c, B_ADDR);
+	step(1);
+	CHECK(p->state == PEER_SYNCHRONIZING,
+	    "peer: STUN answer, peer's endpoint unknown: PREPARING -> "
+	    "SYNCHRONIZING");
+	for (i = 0; i < 9; i++)
+		step(1);
+	CHECK(p->state == PEER_SYNCHRONIZING, "peer: SYNCHRONIZING 9 s");
+	step(1);
+	CHECK(p->state == PEER_FAILED && p->retry_s == 30,
+	    "peer: SYNCHRONIZING 10 s -> FAILED");
+	server_udp4conn(B_ADDR, LOOPBACK, fb.port);
+	step(0);
+	CHECK(p->state == PEER_PREPARING, "peer: back to PREPARING");
+	/* A LAN endpoint lets PREPARING and SYNCHRONIZING connect too. */
+	p2p_stop(&ta.c);
+	p2p_tick(&ta.c, fake_now_ms);
+	p2p_saw_forward(&ta.c, B_ADDR);
+	p = peer_lookup(&ta.c, B_ADDR);
+	server_lan(B_ADDR, LOOPBACK, fb.port);
+	fake_read(&fb, -1);
+	step(0);
+	CHECK(p->state == PEER_PREPARING && fake_read(&fb, PMSG_HEARTBEAT) ==
+	    1, "peer: PREPARING sends heartbeats to the LAN endpoint");
+	fake_heartbeat(&fb, 1);
+	CHECK(p->state == PEER_CONNECTED,
+	    "peer: heartbeat with ack 1 in PREPARING -> CONNECTED");
+	steps(3, NULL);
+	p2p_saw_forward(&ta.c, B_ADDR);
+	server_lan(B_ADDR, LOOPBACK, fb.port);
+	step(1);
+	fake_read(&fb, -1);
+	CHECK(p->state == PEER_SYNCHRONIZING, "peer: SYNCHRONIZING");
+	step(1);
+	CHECK(fake_read(&fb, PMSG_HEARTBEAT) == 1,
+	    "peer: SYNCHRONIZING sends heartbeats to the LAN endpoint");
+	fake_heartbeat(&fb, 1);
+	CHECK(p->state == PEER_CONNECTED,
+	    "peer: heartbeat with ack 1 in SYNCHRONIZING -> CONNECTED");
+	server_udp4conn(B_ADDR, LOOPBACK, fb.port);
+	steps(3, NULL);
+
+	/* SYNCHRONIZING -> CONNECTING on UDP4CONN. */
+	p2p_saw_forward(&ta.c, B_ADDR);
+	step(1);
+	server_udp4conn(B_ADDR, LOOPBACK, fb.port);
+	CHECK(p->state == PEER_CONNECTING,
+	    "peer: UDP4CONN in SYNCHRONIZING -> CONNECTING");
+	steps(10, NULL);
+
+	fake_free(&fb);
+	tc_free(&ta);
+}
+
+/* ---- Discovery, bad input, bounds ---- */
+
+static void test_peer_discovery(void)
+{
+	unsigned char junk[64];
+	int before;
+
+	fake_now_ms = T0;
+	tc_init(&ta, A_ADDR, 0, 0);
+	ta.cfg.discovery = 5;
+	before = ta.sent[MSG_DISCOVERY];
+	step(1);
+	CHECK(ta.sent[MSG_DISCOVERY] == before + 1 &&
+	    get32(ta.last[MSG_DISCOVERY] + 1) == A_ADDR &&
+	    get32(ta.last[MSG_DISCOVERY] + 5) == 0xffffffffu,
+	    "peer: DISCOVERY broadcast on the first tick");
+	step(1);
+	step(1);
+	step(1);
+	step(1);
+	CHECK(ta.sent[MSG_DISCOVERY] == before + 1,
+	    "peer: no DISCOVERY within --discovery seconds");
+	step(1);
+	CHECK(ta.sent[MSG_DISCOVERY] == before + 2,
+	    "peer: DISCOVERY again after --discovery seconds");
+	ta.cfg.discovery = 0;
+
+	before = ta.sent[MSG_DISCOVERY];
+	server_discovery(B_ADDR, 0xffffffffu);
+	CHECK(ta.sent[MSG_DISCOVERY] == before + 1 &&
+	    get32(ta.last[MSG_DISCOVERY] + 5) == B_ADDR &&
+	    state_of(&ta, B_ADDR) == PEER_PREPARING,
+	    "peer: broadcast DISCOVERY answered, INIT -> PREPARING");
+	server_discovery(C_ADDR, A_ADDR);
+	CHECK(ta.sent[MSG_DISCOVERY] == before + 1 &&
+	    state_of(&ta, C_ADDR) == PEER_PREPARING,
+	    "peer: unicast DISCOVERY not answered, INIT -> PREPARING");
+	server_discovery(D_ADDR, 0xac1f0009);
+	CHECK(state_of(&ta, D_ADDR) == (enum peer_state)-1,
+	    "peer: DISCOVERY for someone else ignored");
+
+	/* Datagrams that fail authentication are counted, not logged. */
+	fake_init(&fb, B_ADDR);
+	before = (int)ta.c.p2p.rx_bad;
+	rand_bytes(junk, sizeof(junk));
+	junk[0] = 0x77;		/* no such message: ignored */
+	fake_send(&fb, junk, sizeof(junk));	/* sealed, but for B's key */
+	peer_key_init(&fb.to_a, PASSWORD, B_ADDR);
+	fake_send(&fb, junk, 1);
+	CHECK(ta.c.p2p.rx_bad == (unsigned long)before + 1,
+	    "peer: datagram under the wrong key dropped and counted");
+	fake_free(&fb);
+	tc_free(&ta);
+}
+
+static void test_peer_bounds(void)
+{
+	struct peer *p;
+	uint32_t a;
+	size_t i;
+	int zero, before;
+
+	fake_now_ms = T0;
+	tc_init(&ta, A_ADDR, 0, 0);
+	p2p_saw_forward(&ta.c, 0x0a000001);
+	p2p_saw_forward(&ta.c, A_ADDR);
+	p2p_saw_forward(&ta.c, NET);
+	p2p_saw_forward(&ta.c, NET | 0xff);
+	server_udp4conn(0xac1f0100, LOOPBACK, 1000);
+	CHECK(ta.c.p2p.npeers == 0, "peer: no peer outside the network, "
+	    "for ourselves, the network or broadcast address");
+	/* A hostile server names every address: one peer per host. */
+	for (a = NET; a <= (NET | 0xff); a++)
+		server_udp4conn(a, LOOPBACK, 1000);
+	CHECK(ta.c.p2p.npeers == 253, "peer: the table stops at the "
+	    "network's host addresses");
+	CHECK(peer_lookup(&ta.c, 0xac1f00fe) != NULL &&
+	    peer_lookup(&ta.c, 0xac1f00fe)->addr == 0xac1f00fe &&
+	    peer_lookup(&ta.c, A_ADDR) == NULL, "peer: lookup in a full /24");
+
+	/* A /16 holds more addresses than the table. */
+	p2p_stop(&ta.c);
+	ta.c.mask = 0xffff0000u;
+	ta.c.net = A_ADDR & 0xffff0000u;
+	ta.c.prefix = 16;
+	for (a = 0; a < PEER_MAX + 1000; a++)
+		p2p_saw_forward(&ta.c, ta.c.net + 2 + a);
+	CHECK(ta.c.p2p.npeers == PEER_MAX &&
+	    peer_lookup(&ta.c, ta.c.net + 2 + PEER_MAX - 1) != NULL &&
+	    peer_lookup(&ta.c, ta.c.net + 2 + PEER_MAX) == NULL,
+	    "peer: the table never outgrows PEER_MAX");
+
+	/* p2p_stop forgets and wipes. */
+	p = &ta.c.p2p.peers[0];
+	p2p_stop(&ta.c);
+	zero = 1;
+	for (i = 0; i < sizeof(*p); i++)
+		zero &= ((unsigned char *)p)[i] == 0;
+	for (i = 0; i < sizeof(ta.c.p2p.rxkey); i++)
+		zero &= ((unsigned char *)&ta.c.p2p.rxkey)[i] == 0;
+	CHECK(zero && ta.c.p2p.npeers == 0 &&
+	    peer_lookup(&ta.c, ta.c.net + 2) == NULL,
+	    "peer: p2p_stop forgets every peer and wipes the keys");
+
+	/* Endpoints that would loop through our own TUN are refused. */
+	ta.c.mask = MASK;
+	ta.c.net = NET;
+	ta.c.prefix = 24;
+	ta.c.nroutes = 1;
+	ta.c.routes[0].dst = 0xc0a83200;	/* 192.168.50.0/24 */
+	ta.c.routes[0].mask = 0xffffff00;
+	ta.c.routes[0].next = 0xac1f0009;
+	p2p_tick(&ta.c, fake_now_ms);
+	server_lan(B_ADDR, 0xc0a83205, 4000);
+	p = peer_lookup(&ta.c, B_ADDR);
+	CHECK(p != NULL && p->lan.ip == 0,
+	    "peer: LAN endpoint inside an SD-WAN destination refused");
+	server_lan(B_ADDR, 0xac1f0007, 4000);
+	CHECK(p->lan.ip == 0,
+	    "peer: LAN endpoint inside the tunnel network refused");
+	server_lan(B_ADDR, 0xc0a80105, 4000);
+	CHECK(p->lan.ip == 0xc0a80105,
+	    "peer: LAN endpoint on another network kept");
+	ta.cfg.localhost = 0xc0a83201;
+	before = ta.sent[MSG_GENERAL];
+	server_udp4conn(B_ADDR, 0xc0a832fe, 4000);
+	CHECK(p->pub.ip == 0 && p->state == PEER_PREPARING,
+	    "peer: public endpoint inside an SD-WAN destination refused");
+	CHECK(ta.sent[MSG_GENERAL] == before,
+	    "peer: our LAN endpoint not sent when it is SD-WAN routed");
+	ta.c.nroutes = 0;
+	tc_free(&ta);
+}
+
+/* ---- DELAY and ROUTE: the relay (PROTOCOL.md 6) ---- */
+
+static void fake_connect(struct fake *f)
+{
+	server_udp4conn(f->addr, LOOPBACK, f->port);
+	step(1);
+	fake_heartbeat(f, 1);
+}
+
+static void test_peer_relay(void)
+{
+	unsigned char m[160], buf[PKT_HEADROOM + 128];
+	unsigned char *pkt = buf + PKT_HEADROOM;
+	const unsigned char *r;
+	size_t n;
+	int i, ok;
+
+	fake_now_ms = T0;
+	tc_init(&ta, A_ADDR, 0, 10);
+	fake_init(&fb, B_ADDR);
+	fake_init(&fd_, D_ADDR);
+	fake_connect(&fb);
+	fake_connect(&fd_);
+	CHECK(state_of(&ta, B_ADDR) == PEER_CONNECTED &&
+	    state_of(&ta, D_ADDR) == PEER_CONNECTED,
+	    "relay: two fake peers CONNECTED");
+	ok = fake_read(&fb, PMSG_DELAY) >= 1 &&
+	    (r = fake_msg(&fb, PMSG_DELAY, 0)) != NULL &&
+	    get32(r + 1) == A_ADDR && get32(r + 5) == B_ADDR;
+	CHECK(ok, "relay: DELAY probe on CONNECTED");
+	fake_heartbeat(&fb, 1);
+	fake_heartbeat(&fd_, 1);
+	step(1);
+	CHECK(fake_read(&fb, PMSG_DELAY) == 1,
+	    "relay: unanswered DELAY probe repeated the next tick");
+	memcpy(m, fake_msg(&fb, PMSG_DELAY, 0), PMSG_DELAY_LEN);
+	fake_read(&fd_, -1);
+	fake_now_ms += 7;
+	fake_send(&fb, m, PMSG_DELAY_LEN);	/* the echo */
+	CHECK(peer_lookup(&ta.c, B_ADDR)->rtt == 7 &&
+	    relay_lookup(&ta.c.p2p.relay, B_ADDR) == B_ADDR,
+	    "relay: DELAY echo gives the direct route, rtt 7");
+	ok = fake_read(&fd_, PMSG_ROUTE) >= 1 &&
+	    (r = fake_msg(&fd_, PMSG_ROUTE, 0)) != NULL &&
+	    get32(r + 1) == B_ADDR && get32(r + 5) == A_ADDR &&
+	    get32(r + 9) == 17;
+	CHECK(ok, "relay: ROUTE (B, A, 7 + cost 10) announced to D");
+	CHECK(fake_read(&fb, PMSG_ROUTE) == 0,
+	    "relay: B is not told about itself");
+	for (i = 0; i < 59; i++) {
+		fake_heartbeat(&fb, 1);
+		fake_heartbeat(&fd_, 1);
+		step(1);
+		if (fake_read(&fb, PMSG_DELAY) != 0)
+			break;
+	}
+	CHECK(i == 59, "relay: answered: no DELAY for 59 ticks");
+	fake_heartbeat(&fb, 1);
+	fake_heartbeat(&fd_, 1);
+	step(1);
+	CHECK(fake_read(&fb, PMSG_DELAY) == 1,
+	    "relay: then a DELAY probe every 60 ticks");
+
+	/* B's probe comes back to it unchanged, sealed for B. */
+	m[0] = PMSG_DELAY;
+	put32(m + 1, B_ADDR);
+	put32(m + 5, A_ADDR);
+	put64(m + 9, 0x1122334455667788ull);
+	fake_send(&fb, m, PMSG_DELAY_LEN);
+	fake_read(&fb, PMSG_DELAY);
+	r = fake_msg(&fb, PMSG_DELAY, 0);
+	CHECK_BYTES(m, PMSG_DELAY_LEN, r, r ? PMSG_DELAY_LEN : 0,
+	    "relay: a peer's DELAY echoed back unchanged");
+
+	/* B offers C; D hears of it, B hears it poisoned. */
+	fake_read(&fd_, -1);
+	m[0] = PMSG_ROUTE;
+	put32(m + 1, C_ADDR);
+	put32(m + 5, B_ADDR);
+	put32(m + 9, 5);
+	fake_send(&fb, m, PMSG_ROUTE_LEN);
+	CHECK(relay_lookup(&ta.c.p2p.relay, C_ADDR) == B_ADDR,
+	    "relay: ROUTE from a CONNECTED peer: C via B");
+	ok = fake_read(&fd_, PMSG_ROUTE) == 1 &&
+	    get32(fake_msg(&fd_, PMSG_ROUTE, 0) + 1) == C_ADDR &&
+	    get32(fake_msg(&fd_, PMSG_ROUTE, 0) + 9) == 7 + 5 + 10;
+	CHECK(ok, "relay: ROUTE (C, A, 22) to D");
+	ok = fake_read(&fb, PMSG_ROUTE) == 1 &&
+	    get32(fake_msg(&fb, PMSG_ROUTE, 0) + 9) == RTT_UNREACHABLE;
+	CHECK(ok, "relay: B hears C unreachable (poisoned reverse)");
+	put32(m + 1, 0xac1f0005);
+	put32(m + 5, 0xac1f0006);
+	fake_send(&fb, m, PMSG_ROUTE_LEN);
+	CHECK(relay_lookup(&ta.c.p2p.relay, 0xac1f0005) == 0,
+	    "relay: ROUTE naming a peer that is not CONNECTED ignored");
+
+	/* Packets to C go to B. */
+	n = unhex(vec_ping, pkt, 128);
+	put32(pkt + 16, C_ADDR);
+	CHECK(p2p_send(&ta.c, C_ADDR, pkt, n) == 1 &&
+	    fake_read(&fb, PMSG_FORWARD) == 1 &&
+	    get32(fake_msg(&fb, PMSG_FORWARD, 0) + 1 + 16) == C_ADDR,
+	    "relay: packet to C sent to its next hop B");
+
+	/* B relays through us to D: TTL one less. */
+	n = unhex(vec_ping, m + 1, sizeof(m) - 1);
+	m[0] = PMSG_FORWARD;
+	put32(m + 1 + 16, D_ADDR);
+	fake_read(&fd_, -1);
+	fake_send(&fb, m, 1 + n);
+	ok = fake_read(&fd_, PMSG_FORWARD) == 1 &&
+	    (r = fake_msg(&fd_, PMSG_FORWARD, 0)) != NULL &&
+	    get32(r + 1 + 16) == D_ADDR && r[1 + 8] == m[1 + 8] - 1;
+	CHECK(ok, "relay: FORWARD for D relayed with TTL - 1");
+
+	/* B lost: its routes go, D hears both withdrawn. */
+	fake_read(&fd_, -1);
+	for (i = 0; i < 3; i++) {
+		fake_heartbeat(&fd_, 1);
+		step(1);
+	}
+	CHECK(state_of(&ta, B_ADDR) == PEER_INIT &&
+	    relay_lookup(&ta.c.p2p.relay, B_ADDR) == 0 &&
+	    relay_lookup(&ta.c.p2p.relay, C_ADDR) == 0,
+	    "relay: peer lost: its routes removed");
+	fake_read(&fd_, PMSG_ROUTE);
+	ok = 0;
+	for (i = 0; i < fd_.n; i++)
+		if (fd_.msg[i][0] == PMSG_ROUTE &&
+		    get32(fd_.msg[i] + 9) == RTT_UNREACHABLE)
+			ok++;
+	CHECK(ok == 2, "relay: D told B and C are unreachable");
+	n = unhex(vec_ping, pkt, 128);
+	CHECK(p2p_send(&ta.c, C_ADDR, pkt, n) == 0,
+	    "relay: no route, no peer: through the server");
+
+	fake_free(&fb);
+	fake_free(&fd_);
+	tc_free(&ta);
+}
+
 void test_peer(void)
 {
+	test_peer_vectors();
+	test_peer_start();
+	stun_fd = udp_open(&stun_port);
+	test_peer_handshake();
+	test_peer_timers();
+	test_peer_discovery();
+	test_peer_bounds();
+	test_peer_relay();
+	close(stun_fd);
+	fake_now_ms = 0;
 }
