@@ -2064,14 +2064,20 @@ static void session_read(struct session *s)
 	int i, r;
 
 	if (stream_pump(&s->ws.s) < 0) {
-		session_end(s, "connection failed");
+		const char *why = stream_error(&s->ws.s);
+
+		session_end(s, why ? why : "connection failed");
 		return;
 	}
 	for (i = 0; i < READ_BURST; i++) {
 		if ((r = ws_read(&s->ws, &m, &len)) < 0) {
-			session_end(s, s->state == S_ASKING ?
-			    "server closed the connection (wrong password?)" :
-			    "server closed the connection");
+			const char *why = stream_error(&s->ws.s);
+
+			if (why == NULL)
+				why = s->state == S_ASKING ? "server closed "
+				    "the connection (wrong password?)" :
+				    "server closed the connection";
+			session_end(s, why);
 			return;
 		}
 		if (s->state == S_OPENING && s->ws.state == WS_OPEN) {
