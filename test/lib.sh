@@ -154,7 +154,8 @@ ping_ok() {
 # ---- Processes ----
 
 # bg_run NS LOG cmd...: start cmd in namespace NS in the background, stdout
-# and stderr to LOG; its pid is recorded for cleanup and printed in $BG_PID.
+# and stderr to LOG; its pid is left in $BG_PID.  cleanup ends it with the
+# namespace.
 bg_run() {
 	_bg_ns=$1
 	_bg_log=$2
@@ -162,7 +163,15 @@ bg_run() {
 	# ip netns exec execs the command: $! is the command itself.
 	ip netns exec "$P-$_bg_ns" "$@" >>"$_bg_log" 2>&1 </dev/null &
 	BG_PID=$!
-	echo "$BG_PID" >>"$T/pids"
+}
+
+# ours PID: PID is alive in one of this run's namespaces.  Signals go only
+# to such processes, so a recycled pid can never hit someone else's.
+ours() {
+	case "$(ip netns identify "$1" 2>/dev/null)" in
+	"$P"-*) return 0 ;;
+	*) return 1 ;;
+	esac
 }
 
 # proc_start NAME NS cmd...: a named process with log $T/NAME.log (an
@@ -198,7 +207,7 @@ log_of() {
 
 running() {
 	_ru_pid=$(pid_of "$1")
-	[ -n "$_ru_pid" ] && kill -0 "$_ru_pid" 2>/dev/null
+	[ -n "$_ru_pid" ] && ours "$_ru_pid"
 }
 
 # stop NAME [SIGNAL]: signal a named process (default TERM) and wait up to
@@ -206,14 +215,15 @@ running() {
 # is left in STOP_RC.
 stop() {
 	_st_pid=$(pid_of "$1")
+	STOP_RC=
 	[ -n "$_st_pid" ] || return 0
-	kill "-${2:-TERM}" "$_st_pid" 2>/dev/null
-	if wait_until 5 eval "! kill -0 $_st_pid 2>/dev/null"; then
+	ours "$_st_pid" && kill "-${2:-TERM}" "$_st_pid" 2>/dev/null
+	if wait_until 5 eval "! ours $_st_pid"; then
 		wait "$_st_pid" 2>/dev/null
 		STOP_RC=$?
 		return 0
 	fi
-	kill -KILL "$_st_pid" 2>/dev/null
+	ours "$_st_pid" && kill -KILL "$_st_pid" 2>/dev/null
 	wait "$_st_pid" 2>/dev/null
 	STOP_RC=$?
 	return 1
@@ -271,7 +281,8 @@ wait_addr() {
 status_of() {
 	_so_log=$T/$1.log
 	_so_n=$(wc -l <"$_so_log")
-	kill -USR1 "$(pid_of "$1")" 2>/dev/null || return 1
+	_so_pid=$(pid_of "$1")
+	ours "$_so_pid" && kill -USR1 "$_so_pid" 2>/dev/null || return 1
 	wait_until 2 eval "tail -n +$((_so_n + 1)) '$_so_log' | grep -q 'status:'"
 	sleep 0.2
 	tail -n +$((_so_n + 1)) "$_so_log" |
@@ -291,31 +302,29 @@ dump_logs_on_fail() {
 	done
 }
 
+# The pids of every process in this run's namespaces.
+ns_pids() {
+	for _np_ns in $NSLIST; do
+		ip netns pids "$P-$_np_ns" 2>/dev/null
+	done
+}
+
 cleanup() {
 	_rc=$?
 	trap - EXIT INT TERM HUP
 	dump_logs_on_fail
-	if [ -s "$T/pids" ]; then
-		# shellcheck disable=SC2046
-		kill -TERM $(cat "$T/pids") 2>/dev/null
-		_n=10
-		while [ "$_n" -gt 0 ]; do
-			_alive=
-			for _p in $(cat "$T/pids"); do
-				kill -0 "$_p" 2>/dev/null && _alive=1
-			done
-			[ -z "$_alive" ] && break
-			sleep 0.2
-			_n=$((_n - 1))
-		done
-		# shellcheck disable=SC2046
-		kill -KILL $(cat "$T/pids") 2>/dev/null
+	# Every process in our namespaces is one we started: TERM them (candy
+	# then removes its device and routes), KILL what is left after 2 s.
+	_pids=$(ns_pids)
+	if [ -n "$_pids" ]; then
+		kill -TERM $_pids 2>/dev/null
+		if ! wait_until 2 eval '[ -z "$(ns_pids)" ]'; then
+			_pids=$(ns_pids)
+			[ -n "$_pids" ] && kill -KILL $_pids 2>/dev/null
+			wait_until 2 eval '[ -z "$(ns_pids)" ]'
+		fi
 	fi
 	for _ns in $NSLIST; do
-		# Anything else still inside our namespaces (pings, helpers).
-		_pids=$(ip netns pids "$P-$_ns" 2>/dev/null)
-		# shellcheck disable=SC2086
-		[ -n "$_pids" ] && kill -KILL $_pids 2>/dev/null
 		ip netns del "$P-$_ns" 2>/dev/null
 	done
 	if [ -n "$CANDY_TEST_KEEP" ]; then
