@@ -291,10 +291,11 @@ status_of() {
 
 # ---- Diagnostics and cleanup ----
 
-# dump_logs_on_fail: after a failed check, the tail of every log, so that
-# CI output shows why.
+# dump_logs_on_fail [STATUS]: after a failed check (or with a non-zero exit
+# STATUS: an error, a time limit), the tail of every log, so that CI
+# output shows why.
 dump_logs_on_fail() {
-	[ "$FAILED" -gt 0 ] || return 0
+	[ "$FAILED" -gt 0 ] || [ "${1:-0}" != 0 ] || return 0
 	for _f in "$T"/*.log*; do
 		[ -e "$_f" ] || continue
 		echo "# ---- $(basename "$_f") (last 40 lines)"
@@ -312,7 +313,7 @@ ns_pids() {
 cleanup() {
 	_rc=$?
 	trap - EXIT INT TERM HUP
-	dump_logs_on_fail
+	dump_logs_on_fail "$_rc"
 	# Every process in our namespaces is one we started: TERM them (candy
 	# then removes its device and routes), KILL what is left after 2 s.
 	_pids=$(ns_pids)
