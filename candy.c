@@ -118,25 +118,52 @@ int64_t wall_s(void)
 
 /* ---- Candy messages (PROTOCOL.md 2). ---- */
 
-/* out = H(password || a || b): every hash of the protocol has this shape. */
-static void hash_pw(unsigned char out[32], const char *password,
-    const unsigned char *a, size_t alen, const unsigned char *b, size_t blen)
+/*
+ * AUTH, VMAC and EXPTTUN are signed alike: the hash H(password || fields)
+ * covers `covered' bytes after the type byte and sits at offset `hash'.
+ * EXPTTUN's covers only the timestamp, not the cidr text after it.
+ */
+struct signed_layout {
+	size_t covered, hash, len;
+};
+
+static const struct signed_layout auth_layout = { 12, 13, AUTH_LEN };
+static const struct signed_layout vmac_layout = { 24, 25, VMAC_LEN };
+static const struct signed_layout expttun_layout = { 8, 41, EXPTTUN_LEN };
+
+static void msg_hash(unsigned char out[32], const unsigned char *m,
+    const char *password, const struct signed_layout *l)
 {
 	br_sha256_context h;
 
 	br_sha256_init(&h);
 	br_sha256_update(&h, password, strlen(password));
-	br_sha256_update(&h, a, alen);
-	br_sha256_update(&h, b, blen);
+	br_sha256_update(&h, m + 1, l->covered);
 	br_sha256_out(&h, out);
 }
 
-static size_t msg_pad(unsigned char *out, size_t len, size_t pad)
+/* Hash the fields already in out, add pad random bytes; the length. */
+static size_t msg_seal(unsigned char *out, const char *password,
+    const struct signed_layout *l, size_t pad)
 {
+	msg_hash(out + l->hash, out, password, l);
 	if (pad > PAD_MAX)
 		pad = PAD_MAX;
-	rand_bytes(out + len, pad);
-	return len + pad;
+	rand_bytes(out + l->len, pad);
+	return l->len + pad;
+}
+
+/* Constant time: a timing leak would let anyone forge hashes byte by byte. */
+static int msg_verify(const unsigned char *m, const char *password,
+    const struct signed_layout *l)
+{
+	unsigned char h[32], diff = 0;
+	size_t i;
+
+	msg_hash(h, m, password, l);
+	for (i = 0; i < 32; i++)
+		diff |= h[i] ^ m[l->hash + i];
+	return diff == 0;
 }
 
 size_t msg_auth_build(unsigned char *out, const char *password, uint32_t ip,
@@ -145,16 +172,7 @@ size_t msg_auth_build(unsigned char *out, const char *password, uint32_t ip,
 	out[0] = MSG_AUTH;
 	put32(out + 1, ip);
 	put64(out + 5, (uint64_t)ts);
-	hash_pw(out + 13, password, out + 1, 12, NULL, 0);
-	return msg_pad(out, AUTH_LEN, pad);
-}
-
-int msg_auth_check(const unsigned char *m, const char *password)
-{
-	unsigned char h[32];
-
-	hash_pw(h, password, m + 1, 12, NULL, 0);
-	return memcmp(h, m + 13, 32) == 0;
+	return msg_seal(out, password, &auth_layout, pad);
 }
 
 size_t msg_vmac_build(unsigned char *out, const char *password,
@@ -163,19 +181,9 @@ size_t msg_vmac_build(unsigned char *out, const char *password,
 	out[0] = MSG_VMAC;
 	memcpy(out + 1, vmac, 16);
 	put64(out + 17, (uint64_t)ts);
-	hash_pw(out + 25, password, out + 1, 24, NULL, 0);
-	return msg_pad(out, VMAC_LEN, pad);
+	return msg_seal(out, password, &vmac_layout, pad);
 }
 
-int msg_vmac_check(const unsigned char *m, const char *password)
-{
-	unsigned char h[32];
-
-	hash_pw(h, password, m + 1, 24, NULL, 0);
-	return memcmp(h, m + 25, 32) == 0;
-}
-
-/* EXPTTUN: the hash covers the timestamp only, not the cidr text. */
 size_t msg_expttun_build(unsigned char *out, const char *password,
     const char *cidr, int64_t ts, size_t pad)
 {
@@ -185,16 +193,22 @@ size_t msg_expttun_build(unsigned char *out, const char *password,
 	put64(out + 1, (uint64_t)ts);
 	memset(out + 9, 0, 32);
 	memcpy(out + 9, cidr, n < 31 ? n : 31);
-	hash_pw(out + 41, password, out + 1, 8, NULL, 0);
-	return msg_pad(out, EXPTTUN_LEN, pad);
+	return msg_seal(out, password, &expttun_layout, pad);
+}
+
+int msg_auth_check(const unsigned char *m, const char *password)
+{
+	return msg_verify(m, password, &auth_layout);
+}
+
+int msg_vmac_check(const unsigned char *m, const char *password)
+{
+	return msg_verify(m, password, &vmac_layout);
 }
 
 int msg_expttun_check(const unsigned char *m, const char *password)
 {
-	unsigned char h[32];
-
-	hash_pw(h, password, m + 1, 8, NULL, 0);
-	return memcmp(h, m + 41, 32) == 0;
+	return msg_verify(m, password, &expttun_layout);
 }
 
 /* The timestamp of an AUTH, VMAC or EXPTTUN is within AUTH_WINDOW_S. */
