@@ -1213,11 +1213,11 @@ static int server_peer_msg(struct server *s, struct conn *c, unsigned char *m,
 	size_t off = m[0] == MSG_GENERAL ? 4 : 1;
 	uint32_t src = get32(m + off), dst = get32(m + off + 4);
 	struct conn *to;
-	char a[16];
+	char a[16], b[16];
 
 	if (src != c->addr) {
 		log_info("closing %s (%s): message with source %s", c->from,
-		    ip_str(c->addr, a), ip_str(src, a));
+		    ip_str(c->addr, a), ip_str(src, b));
 		return -1;
 	}
 	if (dst == UINT32_MAX)
