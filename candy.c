@@ -1997,7 +1997,7 @@ static int session_route(struct session *s, unsigned char *m, size_t len)
 {
 	struct client *c = &s->c;
 	size_t i, count = m[1];
-	char a[16], b[16];
+	char a[16], b[16], nh[16];
 
 	if (len < ROUTE_HDR_LEN + count * ROUTE_ENTRY_LEN)
 		return -1;
@@ -2023,7 +2023,7 @@ static int session_route(struct session *s, unsigned char *m, size_t len)
 			    ip_str(mask, b));
 		else
 			log_info("route %s/%s via %s", ip_str(dst, a),
-			    ip_str(mask, b), ip_str(next, b));
+			    ip_str(mask, b), ip_str(next, nh));
 	}
 	return 0;
 }
