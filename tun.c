@@ -138,6 +138,25 @@ static int if_up(int s, const char *ifname)
 #if defined(__linux__)
 /* ---- Linux. ---- */
 
+/*
+ * The tunnel carries IPv4 only: without IPv6 on the device the kernel
+ * sends it no router solicitations or MLD reports to drop.  Best effort
+ * (no /proc, or IPv6 compiled out, changes nothing that matters).
+ */
+static void linux_ipv6_off(const char *ifname)
+{
+	char path[80];
+	int fd;
+
+	snprintf(path, sizeof(path), "/proc/sys/net/ipv6/conf/%s/disable_ipv6",
+	    ifname);
+	if ((fd = open(path, O_WRONLY | O_CLOEXEC)) < 0)
+		return;
+	if (write(fd, "1", 1) < 0)
+		log_debug("tun: cannot turn IPv6 off on %s", ifname);
+	close(fd);
+}
+
 /* see candy.h */
 int tun_open(const char *name, char *ifname)
 {
@@ -157,6 +176,7 @@ int tun_open(const char *name, char *ifname)
 	}
 	memcpy(ifname, ifr.ifr_name, IFNAMSIZ);
 	ifname[IFNAMSIZ - 1] = '\0';
+	linux_ipv6_off(ifname);
 	return fd;
 }
 
