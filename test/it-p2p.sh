@@ -105,7 +105,8 @@ connections() {
 # counter NS NAME: packets counted by nft counter NAME in table inet cnt.
 counter() {
 	nsx "$1" nft list counter inet cnt "$2" 2>/dev/null |
-	    awk '{ for (i = 1; i < NF; i++) if ($i == "packets") print $(i + 1) }'
+	    awk '{ for (i = 1; i < NF; i++)
+		if ($i == "packets") print $(i + 1) }'
 }
 
 # ---- The network ----
@@ -260,7 +261,8 @@ check "h gives up on g too" wait_log h 10 "peer $G: [A-Z]+ -> WAITING"
 check "g never connects to h" eval "! log_has g 'peer $H connected'"
 st=$(peer_status g "$H")
 echo "# g's peer h: $st"
-check "g's status shows h WAITING" eval 'case "$st" in WAITING*) ;; *) false;; esac'
+check "g's status shows h WAITING" \
+    eval 'case "$st" in WAITING*) ;; *) false;; esac'
 tx0=$(server_tx g)
 check "g pings h through the server" ping_ok g "$H" 5
 tx1=$(server_tx g)

@@ -476,7 +476,8 @@ static void test_peer_start(void)
 		r = p2p_start(&ta.c);
 		snprintf(name, sizeof(name), "peer: --stun %s %s", uris[i].stun,
 		    uris[i].ok ? "accepted" : "refused");
-		CHECK(uris[i].ok ? r == 0 && ta.c.p2p.udp_fd >= 0 : r < 0, name);
+		CHECK(uris[i].ok ? r == 0 && ta.c.p2p.udp_fd >= 0 : r < 0,
+		    name);
 		if (r == 0)
 			tc_free(&ta);
 	}
