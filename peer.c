@@ -31,7 +31,7 @@
 #include "candy.h"
 
 #define PEER_TICK_MS		1000
-#define PEER_SETUP_MS		10000	/* PREPARING, SYNCHRONIZING... */
+#define PEER_SETUP_MS		10000	/* the most a setup state may last */
 #define PEER_LOST_MS		3000	/* CONNECTED without a heartbeat */
 #define PEER_RETRY_MIN_S	30	/* WAITING, doubling on each retry */
 #define PEER_RETRY_MAX_S	3600
@@ -43,9 +43,6 @@
 #define STUN_DEFAULT_PORT	"3478"
 #define STUN_RESOLVE_MS		10000	/* between two name resolutions */
 #define ADDR_BROADCAST		0xffffffffu
-
-static int server_send(struct client *c, const unsigned char *m, size_t len);
-static void relay_announce_cb(void *ctx, uint32_t dst, int32_t rtt);
 
 /* ---- Datagram encryption (PROTOCOL.md 5, "Encryption"). ---- */
 
