@@ -354,6 +354,10 @@ void relay_log(const struct relay *t);
  * and with the periodic DELAY probe.
  */
 void relay_announce_all(const struct relay *t);
+/* The same through fn and ctx instead of the table's callback: to send
+ * every route to one peer only. */
+void relay_announce_each(const struct relay *t, relay_announce_fn *fn,
+    void *ctx);
 
 /* ---- The TUN device and OS routes (tun.c). ---- */
 

@@ -334,8 +334,8 @@ static size_t relay_find(const struct relay *t, uint32_t dst, int *found)
 	return lo;
 }
 
-/* Tell the neighbours: the entry's rtt plus our cost, or unreachable. */
-static void relay_announce(const struct relay *t, uint32_t dst, int32_t rtt)
+/* What we advertise for an entry: its rtt plus our cost. */
+static int32_t relay_advertised(const struct relay *t, int32_t rtt)
 {
 	int64_t adv = rtt;
 
@@ -344,8 +344,14 @@ static void relay_announce(const struct relay *t, uint32_t dst, int32_t rtt)
 		if (adv > RTT_UNREACHABLE)
 			adv = RTT_UNREACHABLE;
 	}
+	return (int32_t)adv;
+}
+
+/* Tell the neighbours: the entry's rtt plus our cost, or unreachable. */
+static void relay_announce(const struct relay *t, uint32_t dst, int32_t rtt)
+{
 	if (t->announce != NULL)
-		t->announce(t->ctx, dst, (int32_t)adv);
+		t->announce(t->ctx, dst, relay_advertised(t, rtt));
 }
 
 static void relay_remove_at(struct relay *t, size_t i)
@@ -536,4 +542,13 @@ void relay_announce_all(const struct relay *t)
 
 	for (i = 0; i < t->n; i++)
 		relay_announce(t, t->r[i].dst, t->r[i].rtt);
+}
+
+void relay_announce_each(const struct relay *t, relay_announce_fn *fn,
+    void *ctx)
+{
+	size_t i;
+
+	for (i = 0; i < t->n; i++)
+		fn(ctx, t->r[i].dst, relay_advertised(t, t->r[i].rtt));
 }

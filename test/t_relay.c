@@ -162,6 +162,10 @@ static void test_relay_steps(void)
 	    relay_lookup(&t, NET + 2) == NET + 2 &&
 	    relay_lookup(&t, NET + 3) == 0, "relay: lookup");
 	said[0] = '\0';
+	relay_announce_each(&t, record, NULL);
+	CHECK(strcmp(said, "2:15 4:16") == 0,
+	    "relay: announce_each gives every route, cost added");
+	said[0] = '\0';
 	relay_reset(&t, NET + 1, 10);
 	CHECK(t.n == 0 && said[0] == '\0' && relay_lookup(&t, NET + 4) == 0,
 	    "relay: reset forgets quietly");
