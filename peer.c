@@ -411,6 +411,27 @@ static void relay_announce_cb(void *ctx, uint32_t dst, int32_t rtt)
 	}
 }
 
+/* The same for one peer only (relay_announce_each): see delay_input. */
+struct route_to {
+	struct client *c;
+	struct peer *p;
+};
+
+static void route_to_cb(void *ctx, uint32_t dst, int32_t rtt)
+{
+	const struct route_to *r = ctx;
+	uint32_t via = relay_lookup(&r->c->p2p.relay, dst);
+	unsigned char m[PMSG_ROUTE_LEN];
+
+	if (r->p->addr == dst)
+		return;
+	m[0] = PMSG_ROUTE;
+	put32(m + 1, dst);
+	put32(m + 5, r->c->addr);
+	put32(m + 9, (uint32_t)(r->p->addr == via ? RTT_UNREACHABLE : rtt));
+	peer_ctl_send(r->c, r->p, &r->p->real, m, sizeof(m));
+}
+
 /* ---- The state machine (PROTOCOL.md 5, "Peer states"). ---- */
 
 static void peer_forget_endpoints(struct peer *p)
@@ -716,8 +737,20 @@ static void delay_input(struct client *c, const struct endpoint *from,
 
 	if (dst == c->addr && src != c->addr) {
 		if ((p = peer_lookup(c, src)) != NULL &&
-		    endpoint_usable(c, from->ip, from->port))
+		    endpoint_usable(c, from->ip, from->port)) {
 			peer_ctl_send(c, p, from, m, PMSG_DELAY_LEN);
+			/* This answer lets the prober measure us, and it
+			 * ignores our ROUTEs until then: what we announced
+			 * when we measured it first was lost on it. */
+			if (c->cfg->route > 0 && p->state == PEER_CONNECTED) {
+				struct route_to r;
+
+				r.c = c;
+				r.p = p;
+				relay_announce_each(&c->p2p.relay, route_to_cb,
+				    &r);
+			}
+		}
 		return;
 	}
 	if (src != c->addr || c->cfg->route <= 0 ||
