@@ -19,7 +19,8 @@ BEARSSL_A ?= /usr/lib/$$(gcc -dumpmachine)/libbearssl.a
 SRCS = candy.c tls.c ws.c tun.c stun.c route.c peer.c
 OBJS = $(SRCS:.c=.o)
 TSRCS = test/unit.c test/t_msg.c test/t_ws.c test/t_config.c \
-	test/t_route.c test/t_tls.c test/t_stun.c test/t_peer.c test/t_relay.c
+	test/t_route.c test/t_tls.c test/t_stun.c test/t_peer.c \
+	test/t_relay.c test/t_client.c
 
 all: candy
 

@@ -31,5 +31,6 @@ void test_tls(void);
 void test_stun(void);
 void test_peer(void);
 void test_relay(void);
+void test_client(void);
 
 #endif

@@ -82,6 +82,7 @@ static const struct {
 	{ "stun", test_stun },
 	{ "peer", test_peer },
 	{ "relay", test_relay },
+	{ "client", test_client },
 };
 
 int main(void)
