@@ -769,8 +769,15 @@ static void sockaddr_str(const struct sockaddr *sa, char *buf, size_t len)
 	} else if (sa->sa_family == AF_INET6) {
 		const struct sockaddr_in6 *in6 = (const void *)sa;
 
-		inet_ntop(AF_INET6, &in6->sin6_addr, host, sizeof(host));
 		port = ntohs(in6->sin6_port);
+		/* An IPv4 client of a [::] listener reads best as IPv4. */
+		if (IN6_IS_ADDR_V4MAPPED(&in6->sin6_addr)) {
+			inet_ntop(AF_INET, in6->sin6_addr.s6_addr + 12, host,
+			    sizeof(host));
+			snprintf(buf, len, "%s:%d", host, port);
+			return;
+		}
+		inet_ntop(AF_INET6, &in6->sin6_addr, host, sizeof(host));
 		snprintf(buf, len, "[%s]:%d", host, port);
 	} else {
 		snprintf(buf, len, "?");
@@ -1527,6 +1534,7 @@ struct session {
 	struct tls_ctx *tls;
 	struct addrinfo *ai_list, *ai_next;	/* server addresses to try */
 	int fd;					/* while S_CONNECTING */
+	char trying[64];			/* the address being tried */
 	int64_t deadline;	/* connect timeout, or when to reconnect */
 	int64_t started_ms;	/* when the session opened */
 	int backoff_s;
@@ -1814,12 +1822,15 @@ static void session_connect_next(struct session *s)
 		int fd;
 
 		s->ai_next = ai->ai_next;
+		sockaddr_str(ai->ai_addr, s->trying, sizeof(s->trying));
 		if ((fd = socket(ai->ai_family, SOCK_STREAM, 0)) < 0)
 			continue;
 		fd_nonblock(fd);
+		log_debug("connecting to %s", s->trying);
 		if (connect(fd, ai->ai_addr, ai->ai_addrlen) < 0 &&
 		    errno != EINPROGRESS) {
-			log_debug("connect: %s", strerror(errno));
+			log_info("connect to %s: %s", s->trying,
+			    strerror(errno));
 			close(fd);
 			continue;
 		}
@@ -1857,7 +1868,7 @@ static void session_connected(struct session *s)
 	int err = 0;
 
 	if (getsockopt(s->fd, SOL_SOCKET, SO_ERROR, &err, &sl) < 0 || err) {
-		log_debug("connect: %s", strerror(err));
+		log_info("connect to %s: %s", s->trying, strerror(err));
 		close(s->fd);
 		s->fd = -1;
 		session_connect_next(s);
@@ -2118,7 +2129,8 @@ static void session_timers(struct session *s, int64_t now)
 		if (now >= s->deadline) {
 			close(s->fd);
 			s->fd = -1;
-			log_debug("connect timed out");
+			log_info("connect to %s: no answer within %d s",
+			    s->trying, CONNECT_TIMEOUT_MS / 1000);
 			session_connect_next(s);
 		}
 		break;
