@@ -90,10 +90,48 @@ bench_memory() {
 	    "$(awk '/^VmHWM:/ { print $2 }' "/proc/$(pid_of ca)/status")" kB
 }
 
+# Peer-to-peer: two more clients with a STUN server (coturn) beside the
+# candy server; once they are CONNECTED their traffic is AES-256-GCM over
+# UDP, straight between them.
+bench_p2p() {
+	if ! command -v turnserver >/dev/null 2>&1; then
+		echo "#   coturn is missing (make deps installs it)"
+		return
+	fi
+	ns_add pa
+	ns_add pb
+	lan_join net pa 10.77.0.4/24
+	lan_join net pb 10.77.0.5/24
+	bg_run srv "$T/turn.log" turnserver --listening-ip=10.77.0.1 \
+	    --listening-port=3478 --stun-only --no-cli --no-tls --no-dtls \
+	    --log-file=stdout
+	candy_client pa pa -w ws://10.77.0.1:8080 -p benchpw \
+	    -s stun://10.77.0.1
+	candy_client pb pb -w ws://10.77.0.1:8080 -p benchpw \
+	    -s stun://10.77.0.1
+	wait_addr pa 15 && wait_addr pb 15 || return
+	PB=$(addr_of pb)
+	ping_ok pa "$PB" 5
+	if ! wait_log pa 20 "peer $PB connected via"; then
+		echo "#   the peers did not connect over UDP"
+		return
+	fi
+	bg_run pb "$T/iperf3-p2p.log" iperf3 -s -B "$PB"
+	wait_until 5 eval "nsx pb ss -ltn | grep -q ':5201'"
+	nsx pa iperf3 -c "$PB" -t "$SECS" -f m >"$T/iperf3.out" 2>&1
+	mbit=$(awk '/receiver/ { for (i = 1; i < NF; i++)
+	    if ($(i + 1) == "Mbits/sec") v = $i } END { print v }' \
+	    "$T/iperf3.out")
+	result "throughput pa->pb over UDP (TCP)" "${mbit:-?}" Mbit/s
+	nsx pa ping -n -q -c 20 -i 0.2 -W 2 "$PB" >"$T/ping.out" 2>&1
+	result "latency pa->pb over UDP ping avg" \
+	    "$(awk -F/ '/^rtt|^round-trip/ { print $5 }' "$T/ping.out")" ms
+}
+
 # The TLS section lives in its own file.
 . "$(dirname "$0")/bench-tls.sh"
 
-SECTIONS="throughput latency memory tls"
+SECTIONS="throughput latency memory p2p tls"
 
 for s in $SECTIONS; do
 	echo "# $s"
