@@ -1419,6 +1419,22 @@ static size_t server_capacity(const struct config *cfg)
 	return n;
 }
 
+/* Connection slots and the address map, sized from s->cfg. */
+static void server_tables(struct server *s)
+{
+	const struct config *cfg = s->cfg;
+
+	s->maxconns = server_capacity(cfg);
+	for (s->mapsize = 16; s->mapsize < 2 * s->maxconns; s->mapsize *= 2)
+		;
+	s->conns = calloc(s->maxconns, sizeof(*s->conns));
+	s->map = calloc(s->mapsize, sizeof(*s->map));
+	if (s->conns == NULL || s->map == NULL)
+		fatalx("out of memory");
+	if (cfg->has_dhcp)
+		s->last_alloc = cfg->dhcp.addr & prefix_mask(cfg->dhcp.prefix);
+}
+
 static void server_init(struct server *s, const struct config *cfg)
 {
 	struct uri u;
@@ -1431,15 +1447,7 @@ static void server_init(struct server *s, const struct config *cfg)
 	if (u.tls && (s->tls = tls_server_ctx_load(cfg->cert, cfg->key, err,
 	    sizeof(err))) == NULL)
 		fatalx("%s", err);
-	s->maxconns = server_capacity(cfg);
-	for (s->mapsize = 16; s->mapsize < 2 * s->maxconns; s->mapsize *= 2)
-		;
-	s->conns = calloc(s->maxconns, sizeof(*s->conns));
-	s->map = calloc(s->mapsize, sizeof(*s->map));
-	if (s->conns == NULL || s->map == NULL)
-		fatalx("out of memory");
-	if (cfg->has_dhcp)
-		s->last_alloc = cfg->dhcp.addr & prefix_mask(cfg->dhcp.prefix);
+	server_tables(s);
 	server_listen(s, &u);
 }
 
@@ -2144,10 +2152,10 @@ static void session_timers(struct session *s, int64_t now)
 			session_end(s, "no frame for 30 s");
 			break;
 		}
-		/* Ping when the server went quiet, and when we did: our
-		 * server closes a client silent for 60 s. */
+		/* Ping every 15 s while the server is quiet, and when we
+		 * are: our server closes a client silent for 60 s. */
 		if ((now - s->ws.last_rx_ms >= KEEPALIVE_PING_MS &&
-		    s->ping_ms < s->ws.last_rx_ms) ||
+		    now - s->ping_ms >= KEEPALIVE_PING_MS) ||
 		    now - s->last_tx_ms >= KEEPALIVE_PING_MS) {
 			session_send(s, WS_PING, s->ping, strlen(s->ping));
 			s->ping_ms = now;
@@ -2303,6 +2311,84 @@ void client_run(const struct config *cfg)
 	}
 	session_shutdown(&s);
 }
+
+#ifdef CANDY_NO_MAIN
+/* ---- For tests and fuzzing: the dispatchers without sockets. ---- */
+
+/* see candy.h */
+int server_test_run(const struct config *cfg, unsigned char *const *m,
+    const size_t *len, const size_t *from, size_t n)
+{
+	struct server *s = calloc(1, sizeof(*s));
+	size_t i;
+	int closed = 0;
+
+	if (s == NULL)
+		return -1;
+	s->cfg = cfg;
+	server_tables(s);
+	for (i = 0; i < n; i++) {
+		size_t k = from[i] % s->maxconns;
+		struct conn *c = s->conns[k];
+
+		/* As server_accept, on no socket, the upgrade done. */
+		if (c == NULL && (c = calloc(1, sizeof(*c))) != NULL) {
+			c->idx = k;
+			c->since_ms = now_ms();
+			snprintf(c->from, sizeof(c->from), "test %zu", k);
+			ws_init_server(&c->ws, -1, NULL);
+			c->ws.state = WS_OPEN;
+			s->conns[k] = c;
+			s->nconns++;
+		}
+		if (c == NULL)
+			break;
+		c->rx++;
+		if (server_dispatch(s, c, m[i], len[i]) < 0) {
+			server_close(s, c, "protocol error");
+			closed++;
+		}
+	}
+	for (i = 0; i < s->maxconns; i++)
+		if (s->conns[i] != NULL)
+			server_close(s, s->conns[i], "test over");
+	free(s->conns);
+	free(s->map);
+	free(s);
+	return closed;
+}
+
+/* see candy.h */
+int session_test_run(const struct config *cfg, unsigned char *const *m,
+    const size_t *len, size_t n)
+{
+	struct session *s = calloc(1, sizeof(*s));
+	struct client *c;
+	size_t i;
+
+	if (s == NULL)
+		return -1;
+	c = &s->c;
+	s->cfg = c->cfg = cfg;
+	s->fd = -1;
+	c->tun_fd = -1;
+	c->p2p.udp_fd = -1;
+	/* As session_up, on no socket and no device. */
+	ws_init_client(&s->ws, -1, NULL, "test", "/");
+	s->ws.state = WS_OPEN;
+	c->ws = &s->ws;
+	s->state = S_UP;
+	c->addr = cfg->tun.addr;
+	c->prefix = cfg->tun.prefix;
+	c->mask = prefix_mask(c->prefix);
+	c->net = c->addr & c->mask;
+	for (i = 0; i < n && session_dispatch(s, m[i], len[i]) == 0; i++)
+		;
+	ws_free(&s->ws);
+	free(s);
+	return (int)i;
+}
+#endif
 
 #ifndef CANDY_NO_MAIN
 int main(int argc, char **argv)

@@ -1,0 +1,208 @@
+# wsc.py: a minimal Candy client over RFC 6455 for negative tests.
+#   http HOST PORT                        print the HTTP status line
+#   replay HOST PORT PW IP                send one AUTH on two connections
+#   spoof HOST PORT PW MYIP SRCIP DSTIP   authenticate as MYIP, then send
+#       UDP to DSTIP port 9998 from MYIP and port 9999 from SRCIP
+#   slow HOST PORT PW IP SECS             authenticate as IP, then never read:
+#       a ping every 2 s, until the server closes or SECS pass; prints
+#       "closed after N s" or "open"
+import base64, hashlib, os, socket, struct, sys, time
+
+GUID = b"258EAFA5-E914-47DA-95CA-C5AB0DC85B11"
+
+
+def h(*parts):
+    return hashlib.sha256(b"".join(parts)).digest()
+
+
+def ip4(s):
+    return socket.inet_aton(s)
+
+
+class Conn:
+    def __init__(self, host, port, rcvbuf=0):
+        self.s = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+        if rcvbuf:
+            self.s.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, rcvbuf)
+        self.s.settimeout(5)
+        self.s.connect((host, int(port)))
+        key = base64.b64encode(os.urandom(16))
+        self.s.sendall(b"GET / HTTP/1.1\r\nHost: " + host.encode() +
+                       b"\r\nConnection: Upgrade\r\nUpgrade: websocket\r\n"
+                       b"Sec-WebSocket-Version: 13\r\nSec-WebSocket-Key: " +
+                       key + b"\r\n\r\n")
+        buf = b""
+        while b"\r\n\r\n" not in buf:
+            d = self.s.recv(4096)
+            if not d:
+                raise EOFError("closed during the upgrade")
+            buf += d
+        head, self.buf = buf.split(b"\r\n\r\n", 1)
+        if b" 101 " not in head.split(b"\r\n")[0]:
+            raise EOFError("no 101: %r" % head[:80])
+        want = base64.b64encode(hashlib.sha1(key + GUID).digest())
+        if want not in head:
+            raise EOFError("bad Sec-WebSocket-Accept")
+
+    def send(self, payload, opcode=2):
+        mask = os.urandom(4)
+        n = len(payload)
+        hdr = bytes([0x80 | opcode])
+        if n < 126:
+            hdr += bytes([0x80 | n])
+        elif n < 65536:
+            hdr += bytes([0x80 | 126]) + struct.pack(">H", n)
+        else:
+            hdr += bytes([0x80 | 127]) + struct.pack(">Q", n)
+        body = bytes(b ^ mask[i % 4] for i, b in enumerate(payload))
+        self.s.sendall(hdr + mask + body)
+
+    def need(self, n, deadline):
+        while len(self.buf) < n:
+            left = deadline - time.time()
+            if left <= 0:
+                raise socket.timeout()
+            self.s.settimeout(left)
+            d = self.s.recv(65536)
+            if not d:
+                raise EOFError("closed")
+            self.buf += d
+
+    def frame(self, deadline):
+        self.need(2, deadline)
+        op, n = self.buf[0] & 15, self.buf[1] & 127
+        off = 2
+        if n == 126:
+            self.need(4, deadline)
+            n, off = struct.unpack(">H", self.buf[2:4])[0], 4
+        elif n == 127:
+            self.need(10, deadline)
+            n, off = struct.unpack(">Q", self.buf[2:10])[0], 10
+        self.need(off + n, deadline)
+        p, self.buf = self.buf[off:off + n], self.buf[off + n:]
+        return op, p
+
+    def closed_within(self, secs):
+        """True when the server closes within secs (EOF or close frame)."""
+        deadline = time.time() + secs
+        try:
+            while True:
+                op, _ = self.frame(deadline)
+                if op == 8:
+                    return True
+        except socket.timeout:
+            return False
+        except (EOFError, OSError):
+            return True
+
+
+def vmac_msg(pw, vmac, ts):
+    t = struct.pack(">q", ts)
+    return b"\x04" + vmac + t + h(pw, vmac, t)
+
+
+def auth_msg(pw, ip, ts):
+    t = struct.pack(">q", ts)
+    return b"\x00" + ip4(ip) + t + h(pw, ip4(ip), t)
+
+
+def csum(b):
+    s = sum(struct.unpack(">%dH" % (len(b) // 2), b))
+    s = (s >> 16) + (s & 0xffff)
+    s += s >> 16
+    return ~s & 0xffff
+
+
+def udp_packet(src, dst, dport, data):
+    udp = struct.pack(">HHHH", 40000, dport, 8 + len(data), 0) + data
+    hdr = struct.pack(">BBHHHBBH4s4s", 0x45, 0, 20 + len(udp), 1, 0, 64,
+                      17, 0, ip4(src), ip4(dst))
+    hdr = hdr[:10] + struct.pack(">H", csum(hdr)) + hdr[12:]
+    return hdr + udp
+
+
+def login(host, port, pw, ip, rcvbuf=0):
+    c = Conn(host, port, rcvbuf)
+    ts = int(time.time())
+    c.send(vmac_msg(pw, os.urandom(8).hex().encode(), ts))
+    a = auth_msg(pw, ip, ts)
+    c.send(a)
+    return c, a
+
+
+def cmd_http(host, port):
+    s = socket.create_connection((host, int(port)), timeout=5)
+    s.sendall(b"GET / HTTP/1.1\r\nHost: " + host.encode() + b"\r\n\r\n")
+    buf = b""
+    try:
+        while b"\r\n" not in buf:
+            d = s.recv(4096)
+            if not d:
+                break
+            buf += d
+    except socket.timeout:
+        pass
+    print(buf.split(b"\r\n")[0].decode("latin-1"))
+
+
+def cmd_replay(host, port, pw, ip):
+    c1, a = login(host, port, pw, ip)
+    if c1.closed_within(1.5):
+        print("first: closed")
+        return 2
+    print("first: accepted")
+    c2 = Conn(host, port)
+    c2.send(vmac_msg(pw, os.urandom(8).hex().encode(), int(time.time())))
+    c2.send(a)
+    second = c2.closed_within(3)
+    print("second: " + ("closed" if second else "open"))
+    first = c1.closed_within(0.5)
+    print("first after: " + ("closed" if first else "open"))
+    return 0 if second and not first else 1
+
+
+def cmd_spoof(host, port, pw, me, src, dst):
+    c, _ = login(host, port, pw, me)
+    if c.closed_within(1.5):
+        print("login: closed")
+        return 2
+    print("login: accepted")
+    for _ in range(3):
+        c.send(b"\x01" + udp_packet(me, dst, 9998, b"legit"))
+        c.send(b"\x01" + udp_packet(src, dst, 9999, b"spoofed"))
+    closed = c.closed_within(1)
+    print("after: " + ("closed" if closed else "open"))
+    return 0
+
+
+def cmd_slow(host, port, pw, ip, secs):
+    c, _ = login(host, port, pw, ip, rcvbuf=4096)
+    print("login: sent", flush=True)
+    start = time.time()
+    while time.time() - start < float(secs):
+        try:
+            c.send(b"slow", opcode=9)
+        except OSError:
+            print("closed after %d s" % (time.time() - start))
+            return 0
+        time.sleep(2)
+    print("open")
+    return 0
+
+
+def main(argv):
+    cmd, args = argv[1], argv[2:]
+    if cmd == "http":
+        cmd_http(*args)
+        return 0
+    pw = args[2].encode()
+    if cmd == "replay":
+        return cmd_replay(args[0], args[1], pw, args[3])
+    if cmd == "spoof":
+        return cmd_spoof(args[0], args[1], pw, *args[3:6])
+    if cmd == "slow":
+        return cmd_slow(args[0], args[1], pw, args[3], args[4])
+    return 64
+
+
+sys.exit(main(sys.argv))
