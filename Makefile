@@ -52,6 +52,27 @@ test/bench_tls: test/bench_tls.c test/candy-nomain.o $(OBJS)
 	$(CC) $(CPPFLAGS) $(CFLAGS) $(WARN) -I. -o $@ test/bench_tls.c \
 	    test/candy-nomain.o $(filter-out candy.o,$(OBJS)) $(LDLIBS)
 
+# make fuzz: libFuzzer with ASan and UBSan on every parser of network input
+# (test/fuzz.c), FUZZ_SECONDS per target, seeds from vectors.md in a
+# temporary corpus.  Not part of make test.
+FUZZ_SECONDS = 30
+FUZZ_TARGETS = ws_frame ws_request ws_server ws_client stun peer server \
+	session config addr
+FUZZ_CC = clang -g -O1 -fsanitize=fuzzer,address,undefined \
+	-fno-sanitize-recover=all
+
+test/fuzz: test/fuzz.c $(SRCS) candy.h
+	$(FUZZ_CC) $(CPPFLAGS) $(WARN) -DCANDY_NO_MAIN -I. -o $@ \
+	    test/fuzz.c $(SRCS) $(LDLIBS)
+
+fuzz: test/fuzz
+	for t in $(FUZZ_TARGETS); do \
+	    d=$$(mktemp -d) && FUZZ_TARGET=$$t FUZZ_SEEDS=$$d ./test/fuzz \
+	    -max_total_time=$(FUZZ_SECONDS) -timeout=10 -close_fd_mask=3 \
+	    -artifact_prefix=test/fuzz-$$t- $$d; \
+	    r=$$?; rm -rf $$d; [ $$r = 0 ] || exit $$r; \
+	done
+
 deps:
 	sh test/deps.sh
 
@@ -67,6 +88,14 @@ bench: deps
 	$(MAKE) all test/bench_tls
 	sh test/bench.sh
 
+# make cross: candy and test/unit built for each Debian architecture in
+# CROSS (big-endian s390x, 32-bit i386), the tests run under qemu.
+CROSS = s390x i386
+cross:
+	SRCS="$(SRCS)" TSRCS="$(TSRCS)" CPPFLAGS="$(CPPFLAGS)" \
+	    CFLAGS="$(CFLAGS)" WARN="$(WARN)" sh test/cross.sh $(CROSS)
+.PHONY: cross
+
 install: candy
 	mkdir -p $(DESTDIR)$(PREFIX)/sbin $(DESTDIR)$(MANDIR)/man8
 	cp candy $(DESTDIR)$(PREFIX)/sbin/candy
@@ -79,6 +108,6 @@ uninstall:
 
 clean:
 	rm -f candy candy-static $(OBJS) test/unit test/candy-nomain.o \
-	    test/bench_tls
+	    test/bench_tls test/fuzz
 
-.PHONY: all static test demo bench deps install uninstall clean
+.PHONY: all static test demo bench fuzz deps install uninstall clean

@@ -214,9 +214,11 @@ int msg_expttun_check(const unsigned char *m, const char *password)
 /* The timestamp of an AUTH, VMAC or EXPTTUN is within AUTH_WINDOW_S. */
 static int msg_fresh(int64_t ts)
 {
-	int64_t d = ts - wall_s();
+	int64_t now = wall_s();
 
-	return d >= -AUTH_WINDOW_S && d <= AUTH_WINDOW_S;
+	/* Not ts - now: any client can send a ts near INT64_MIN, and the
+	 * subtraction would overflow. */
+	return ts >= now - AUTH_WINDOW_S && ts <= now + AUTH_WINDOW_S;
 }
 
 /* ---- Options and the config file. ---- */
@@ -245,7 +247,9 @@ struct opt {
 static int bad(char *err, size_t errlen, const struct opt *o, const char *v,
     const char *why)
 {
-	snprintf(err, errlen, "bad --%s `%s': %s", o->name, v, why);
+	/* The precision keeps gcc on 32-bit CPUs from warning that a long
+	 * v could exceed INT_MAX; err is far smaller anyway. */
+	snprintf(err, errlen, "bad --%s `%.200s': %s", o->name, v, why);
 	return -1;
 }
 
@@ -997,8 +1001,8 @@ static int server_check_auth(struct server *s, struct conn *c, int ok,
 		return server_refuse(s, c, why);
 	}
 	if (!msg_fresh(ts)) {
-		snprintf(why, sizeof(why), "%s timestamp %lld s off", what,
-		    (long long)(ts - wall_s()));
+		snprintf(why, sizeof(why), "%s timestamp %.0f s off", what,
+		    (double)ts - (double)wall_s());
 		return server_refuse(s, c, why);
 	}
 	if (replay_seen(s, hash, ctx)) {

@@ -616,6 +616,23 @@ void client_run(const struct config *cfg);
 /* SIGINT/SIGTERM/SIGUSR1 set flags and wake the loop; SIGPIPE ignored. */
 void signals_init(void);
 
+/*
+ * For tests and fuzzing (built with -DCANDY_NO_MAIN only): messages m[i]
+ * of len[i] bytes through the dispatchers, as the poll loop hands them
+ * over, with no sockets and no devices.
+ *   server_test_run: a fresh server for cfg; message i comes from
+ *     connection from[i], opened (WebSocket upgrade done) at its first
+ *     message; a protocol error closes it and its next message opens
+ *     another.  Returns the connections closed for protocol errors.
+ *   session_test_run: a client session that is up with the address
+ *     cfg->tun, P2P off.  Returns how many messages were taken before one
+ *     ended the session (n: none did).
+ */
+int server_test_run(const struct config *cfg, unsigned char *const *m,
+    const size_t *len, const size_t *from, size_t n);
+int session_test_run(const struct config *cfg, unsigned char *const *m,
+    const size_t *len, size_t n);
+
 struct client {
 	const struct config *cfg;
 	struct ws *ws;		/* the server connection; NULL between sessions */

@@ -2,6 +2,7 @@
  * t_msg.c: Candy messages against the traffic captured from Candy 6.1
  * (../shared/vectors.md): build each byte for byte, check each hash.
  */
+#include <stdio.h>
 #include <string.h>
 
 #include "candy.h"
@@ -111,6 +112,49 @@ static void test_msg_layouts(void)
 	    get16(m + 13) == 50992, "UDP4CONN: src, dst, 10.77.0.2:50992");
 }
 
+/*
+ * The server's timestamp window (PROTOCOL.md 3), through server_test_run:
+ * an AUTH with a good hash is taken within AUTH_WINDOW_S of our clock and
+ * refused (its connection closed) outside it.  make fuzz found the ends:
+ * a timestamp near INT64_MIN made `ts - now' overflow in msg_fresh.
+ */
+static void test_msg_window(void)
+{
+	static const struct {
+		const char *what;
+		int64_t off;		/* from now, unless at an end */
+		int at_end;		/* 1: INT64_MIN + off, 2: INT64_MAX - off */
+		int closed;
+	} t[] = {
+		{ "now", 0, 0, 0 },
+		{ "295 s ago", -AUTH_WINDOW_S + 5, 0, 0 },
+		{ "in 295 s", AUTH_WINDOW_S - 5, 0, 0 },
+		{ "305 s ago", -AUTH_WINDOW_S - 5, 0, 1 },
+		{ "in 305 s", AUTH_WINDOW_S + 5, 0, 1 },
+		{ "INT64_MIN", 0, 1, 1 },
+		{ "INT64_MIN + 7012345 (make fuzz)", 7012345, 1, 1 },
+		{ "INT64_MAX", 0, 2, 1 },
+	};
+	struct config cfg;
+	unsigned char m[AUTH_LEN], *mp = m;
+	size_t len, from = 0, i;
+	int64_t ts;
+	char name[96];
+
+	memset(&cfg, 0, sizeof(cfg));
+	cfg.mode = MODE_SERVER;
+	strcpy(cfg.password, PW);
+	for (i = 0; i < sizeof(t) / sizeof(t[0]); i++) {
+		ts = t[i].at_end == 1 ? INT64_MIN + t[i].off :
+		    t[i].at_end == 2 ? INT64_MAX - t[i].off : wall_s() + t[i].off;
+		len = msg_auth_build(m, PW, IP1, ts, 0);
+		snprintf(name, sizeof(name), "server: AUTH timestamped %s %s",
+		    t[i].what, t[i].closed ? "refused" : "taken");
+		CHECK(server_test_run(&cfg, &mp, &len, &from, 1) == t[i].closed,
+		    name);
+	}
+}
+
 static void test_bytes_helpers(void)
 {
 	unsigned char b[8];
@@ -130,4 +174,5 @@ void test_msg(void)
 	test_msg_auth();
 	test_msg_route();
 	test_msg_layouts();
+	test_msg_window();
 }
