@@ -732,7 +732,7 @@ static void delay_input(struct client *c, const struct endpoint *from,
 {
 	uint32_t src = get32(m + 1), dst = get32(m + 5);
 	struct peer *p;
-	int64_t rtt;
+	int64_t ts, rtt;
 	int first;
 
 	if (dst == c->addr && src != c->addr) {
@@ -756,9 +756,13 @@ static void delay_input(struct client *c, const struct endpoint *from,
 	if (src != c->addr || c->cfg->route <= 0 ||
 	    (p = peer_lookup(c, dst)) == NULL || p->state != PEER_CONNECTED)
 		return;
-	rtt = now - (int64_t)get64(m + 9);
-	if (rtt < 0 || rtt > INT32_MAX)
-		return;		/* not a timestamp of ours */
+	/* Not a timestamp of ours: from the future, or older than an rtt
+	 * can be.  Checked before subtracting: a peer can send one near
+	 * INT64_MIN, and now - ts would overflow. */
+	ts = (int64_t)get64(m + 9);
+	if (ts > now || ts < now - INT32_MAX)
+		return;
+	rtt = now - ts;
 	first = !p->delay_answered;
 	p->delay_answered = 1;
 	p->delay_ticks = 0;

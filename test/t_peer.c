@@ -938,6 +938,14 @@ static void test_peer_relay(void)
 	CHECK(peer_lookup(&ta.c, B_ADDR)->rtt == 7 &&
 	    relay_lookup(&ta.c.p2p.relay, B_ADDR) == B_ADDR,
 	    "relay: DELAY echo gives the direct route, rtt 7");
+	/* Echoes with timestamps that cannot be ours: from the future, or
+	 * INT64_MIN + 1000000 (make fuzz: now - ts overflowed). */
+	put64(m + 9, (uint64_t)fake_now_ms + 1);
+	fake_send(&fb, m, PMSG_DELAY_LEN);
+	put64(m + 9, (uint64_t)INT64_MIN + 1000000);
+	fake_send(&fb, m, PMSG_DELAY_LEN);
+	CHECK(peer_lookup(&ta.c, B_ADDR)->rtt == 7,
+	    "relay: DELAY echo from the future or near INT64_MIN ignored");
 	ok = fake_read(&fd_, PMSG_ROUTE) >= 1 &&
 	    (r = fake_msg(&fd_, PMSG_ROUTE, 0)) != NULL &&
 	    get32(r + 1) == B_ADDR && get32(r + 5) == A_ADDR &&
