@@ -109,5 +109,6 @@ uninstall:
 clean:
 	rm -f candy candy-static $(OBJS) test/unit test/candy-nomain.o \
 	    test/bench_tls test/fuzz
+	rm -rf test/cross-*
 
 .PHONY: all static test demo bench fuzz deps install uninstall clean
