@@ -25,6 +25,7 @@ static void pair_open(struct ws *w, int *peer, int client, int open)
 
 	if (socketpair(AF_UNIX, SOCK_STREAM, 0, sv) < 0) {
 		CHECK(0, "socketpair");
+		*peer = -1;
 		return;
 	}
 	fcntl(sv[0], F_SETFL, O_NONBLOCK);
