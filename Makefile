@@ -6,7 +6,8 @@ CC ?= cc
 CFLAGS ?= -O2 -g
 WARN = -std=c99 -Wall -Wextra -Werror -Wshadow -Wstrict-prototypes \
 	-Wmissing-prototypes -Wno-unused-parameter
-CPPFLAGS += -D_DEFAULT_SOURCE
+# 64-bit time_t and off_t on 32-bit glibc too (timestamps past 2038).
+CPPFLAGS += -D_DEFAULT_SOURCE -D_TIME_BITS=64 -D_FILE_OFFSET_BITS=64
 LDLIBS = -lbearssl
 
 # make static: one musl binary.  Debian's libbearssl.a was built with
