@@ -10,14 +10,16 @@
  *   ws_frame    ws_frame_parse
  *   ws_request  ws_request_parse
  *   ws_server   ws_read on a server connection over a socketpair: the
- *               upgrade request, then frames.  Input: a chunk size byte
- *               (0: all at once), then the bytes, written chunk by chunk
+ *               upgrade request, then frames.  Input: a byte, then the
+ *               bytes, written in chunks of byte & 127 (0: all at once);
+ *               with byte & 128 the peer never reads what we send
  *   ws_client   the same on a client connection: the 101 answer, frames
  *   stun        stun_response_parse
  *   peer        a client with P2P on: records (below) of messages from the
  *               server (type 0), datagrams from a peer sealed by the
  *               harness (1) or raw (2), from the STUN server (3), seconds
- *               passing (4), packets to route (5)
+ *               passing (4), packets to route (5); the relay is off when
+ *               the first record's type has bit 7 set
  *   server      server_test_run: records from connection type & 3, the
  *               bytes as they are, or with type >> 2 of 1, 2, 3 a valid
  *               AUTH, VMAC or EXPTTUN made of them (see signed_build)
@@ -365,9 +367,9 @@ static void ws_check(void)
 /*
  * Read messages as the poll loop does, until ws_read wants the socket:
  * its last result.  Each message is echoed (the server's relaying) and
- * the queue flushed and drained.
+ * the queue flushed, and drained by the peer if it reads.
  */
-static int ws_pump(int peer)
+static int ws_pump(int peer, int reads)
 {
 	unsigned char *m;
 	size_t len;
@@ -385,27 +387,33 @@ static int ws_pump(int peer)
 			ws_send(&ws, WS_BINARY, m, len);
 		}
 		ws_flush(&ws);
-		drain(peer);
+		if (reads)
+			drain(peer);
 	}
 	ws_check();
 	ws_flush(&ws);
-	drain(peer);
+	if (reads)
+		drain(peer);
 	return r;
 }
 
 static void ws_stream(const unsigned char *d, size_t n, int client)
 {
 	size_t chunk, off = 0;
-	int sv[2], eof = 0, after = 0;
+	int sv[2], eof = 0, after = 0, reads, small = 4096;
 
 	if (n == 0)
 		return;
-	chunk = d[0] ? d[0] : n;
+	chunk = d[0] & 127 ? d[0] & 127 : n;
+	reads = !(d[0] & 128);
 	d++;
 	n--;
 	REQUIRE(socketpair(AF_UNIX, SOCK_STREAM, 0, sv) == 0);
 	nonblock(sv[0]);
 	nonblock(sv[1]);
+	/* A peer that does not read: the socket fills soon, then our queue. */
+	if (!reads)
+		setsockopt(sv[0], SOL_SOCKET, SO_SNDBUF, &small, sizeof(small));
 	if (client) {
 		ws_init_client(&ws, sv[0], NULL, "10.77.0.1:8080", "/");
 		/* The answer in the input was made for vectors.md's key. */
@@ -426,7 +434,7 @@ static void ws_stream(const unsigned char *d, size_t n, int client)
 			shutdown(sv[1], SHUT_WR);
 			eof = 1;
 		}
-		if (ws_pump(sv[1]) < 0)
+		if (ws_pump(sv[1], reads) < 0)
 			break;
 		/* The end of the stream ends the connection, once poll says
 		 * readable (a burst of pings may end a pass first). */
@@ -446,10 +454,25 @@ static void fuzz_ws_client(const unsigned char *d, size_t n)
 	ws_stream(d, n, 1);
 }
 
+/* After the head, a frame header that claims WS_MSG_MAX + 1 bytes. */
+static void seed_oversized(int server)
+{
+	unsigned char h[14];
+
+	seed_add("", 1);
+	if (server)
+		seed_add(vec_request, strlen(vec_request));
+	else
+		seed_add(vec_answer, strlen(vec_answer));
+	seed_add(h, ws_frame_header(h, WS_BINARY, 1, WS_MSG_MAX + 1,
+	    server ? (const unsigned char *)"mask" : NULL));
+	seed_done();
+}
+
 static void seeds_ws_server(void)
 {
 	static unsigned char big[40000];
-	int chunk;
+	int chunk, i;
 
 	for (chunk = 0; chunk < 2; chunk++) {
 		seed_add(chunk ? "\x07" : "", 1);
@@ -472,6 +495,14 @@ static void seeds_ws_server(void)
 	seed_frame(WS_CONT, 1, big, WS_MSG_MAX - sizeof(big), 1);
 	seed_frame(WS_BINARY, 1, big, sizeof(big), 1);
 	seed_done();
+	seed_oversized(1);
+	/* A ping flood from a peer that reads nothing: more pongs than the
+	 * queue holds. */
+	seed_add("\x80", 1);
+	seed_add(vec_request, strlen(vec_request));
+	for (i = 0; i < 1100; i++)
+		seed_frame(WS_PING, 1, big, 125, 1);
+	seed_done();
 }
 
 static void seeds_ws_client(void)
@@ -490,6 +521,7 @@ static void seeds_ws_client(void)
 		seed_frame(WS_CLOSE, 1, "\x03\xe8", 2, 0);
 		seed_done();
 	}
+	seed_oversized(0);
 }
 
 /* ---- stun ---- */
@@ -625,6 +657,7 @@ static void fuzz_peer(const unsigned char *d, size_t n)
 	if (c->cfg == NULL)
 		peer_setup();
 	p2p_stop(c);
+	pc.cfg.route = n > 0 && (d[0] & 0x80) ? 0 : 5;
 	fake_now_ms = T0;
 	memcpy(c->p2p.stun_tid, vec_tid, sizeof(vec_tid));
 	memset(&c->p2p.public, 0, sizeof(c->p2p.public));
@@ -707,6 +740,16 @@ static void seeds_peer(void)
 	seed_rec(4, "\x1e", 1);
 	seed_rec(4, "\xff", 1);
 	seed_done();
+	/* The relay off (type 0x84 is a server message): A asks us to
+	 * relay anyway. */
+	seed_rec_hex(0x84, vec_udp4conn);
+	hex_decode(vec_heartbeat, m, sizeof(m));
+	m[11] = 1;
+	seed_rec(1, m, PMSG_HEARTBEAT_LEN);
+	n = hex_decode(vec_forward, ping, sizeof(ping));
+	put32(ping + 1 + 16, 0xac1f0003);
+	seed_rec(1, ping, n);
+	seed_done();
 }
 
 /* ---- server ---- */
@@ -715,9 +758,10 @@ static struct config server_cfg;
 
 /*
  * A valid AUTH (kind 1), VMAC (2) or EXPTTUN (3) from the record's bytes:
- * p[0] & 63 bytes of padding; with p[0] & 0x80 the timestamp is the next
- * 8 bytes, else now; then the fields: AUTH's address (4 bytes, or 1 byte
- * for 172.31.0.x), VMAC's 16 bytes, EXPTTUN's cidr text.  Its length.
+ * p[0] & 63 bytes of padding; the timestamp is now, plus the next 8 bytes
+ * (modulo 2^64) with p[0] & 0x80; then the fields: AUTH's address (4
+ * bytes, or 1 byte for 172.31.0.x), VMAC's 16 bytes, EXPTTUN's cidr text.
+ * Its length.
  */
 static size_t signed_build(unsigned char *out, int kind,
     const unsigned char *p, size_t n)
@@ -728,7 +772,7 @@ static size_t signed_build(unsigned char *out, int kind,
 	uint32_t ip;
 
 	if (n > 0 && (p[0] & 0x80) && n >= 9) {
-		ts = (int64_t)get64(p + 1);
+		ts = (int64_t)((uint64_t)ts + get64(p + 1));
 		p += 9;
 		n -= 9;
 	} else if (n > 0) {
@@ -783,7 +827,8 @@ static void fuzz_server(const unsigned char *d, size_t n)
 
 static void seeds_server(void)
 {
-	unsigned char m[9];
+	unsigned char m[9], pkt[128];
+	size_t n;
 
 	/* AUTH for .1 from connection 0, for .2 from 1, then messages. */
 	seed_rec(1 << 2 | 0, "\x00\x01", 2);
@@ -801,13 +846,18 @@ static void seeds_server(void)
 	seed_rec_hex(3, vec_expttun_req);
 	seed_rec_hex(3, vec_auth);
 	seed_done();
-	/* A timestamp given; the same AUTH twice; .2 replaced. */
+	/* .2 again a second later: the old connection replaced.  The
+	 * SD-WAN gateway .9 sends from its LAN.  An address asked for. */
 	m[0] = 0x80;
-	put64(m + 1, (uint64_t)wall_s());
-	seed_rec(1 << 2 | 0, m, 9);
+	put64(m + 1, 1);
+	seed_rec(1 << 2 | 0, "\x00\x02", 2);
+	seed_rec(1 << 2 | 1, m, 9);
 	seed_rec(1 << 2 | 1, "\x00\x02", 2);
-	seed_rec(1 << 2 | 3, "\x00\x02", 2);
-	seed_rec_hex(1, vec_forward);
+	seed_rec(1 << 2 | 2, "\x00\x09", 2);
+	n = hex_decode(vec_forward, pkt, sizeof(pkt));
+	put32(pkt + 1 + 12, 0xc0a83205);
+	seed_rec(2, pkt, n);
+	seed_rec(3 << 2 | 3, "\x00" "172.31.0.7/24", 14);
 	seed_done();
 }
 
