@@ -68,6 +68,7 @@ test/fuzz: test/fuzz.c $(SRCS) candy.h
 
 fuzz: test/fuzz
 	for t in $(FUZZ_TARGETS); do \
+	    echo "fuzz: $$t, $(FUZZ_SECONDS) s"; \
 	    d=$$(mktemp -d) && FUZZ_TARGET=$$t FUZZ_SEEDS=$$d ./test/fuzz \
 	    -max_total_time=$(FUZZ_SECONDS) -timeout=10 -close_fd_mask=3 \
 	    -artifact_prefix=test/fuzz-$$t- $$d; \
