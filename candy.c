@@ -853,6 +853,7 @@ struct conn {
 	struct ws ws;
 	size_t idx;		/* in server.conns */
 	uint32_t addr;		/* authenticated address; 0: none yet */
+	uint32_t offered;	/* granted by EXPTTUN, until AUTH */
 	char vmac[17];
 	int64_t since_ms;
 	char from[64];		/* the peer's network address, for logs */
@@ -1103,13 +1104,34 @@ struct alloc_ctx {
 };
 
 /* An address is free, or held by a connection of the same host (vmac). */
+static int addr_held_by_other(const struct conn *holder,
+    const struct conn *c)
+{
+	return holder != c && (holder->vmac[0] == '\0' ||
+	    strcmp(holder->vmac, c->vmac) != 0);
+}
+
+/*
+ * An address is taken when another host (vmac) holds it, or was just
+ * offered it and has not sent its AUTH yet: two clients asking for the
+ * same cached address at once must not both get it.  The scan of offers
+ * runs per EXPTTUN only, over a bounded table.
+ */
 static int addr_taken(void *ctx, uint32_t ip)
 {
 	const struct alloc_ctx *a = ctx;
 	const struct conn *holder = map_get(a->s, ip);
+	size_t i;
 
-	return holder != NULL && holder != a->c &&
-	    (holder->vmac[0] == '\0' || strcmp(holder->vmac, a->c->vmac) != 0);
+	if (holder != NULL)
+		return addr_held_by_other(holder, a->c);
+	for (i = 0; i < a->s->maxconns; i++) {
+		holder = a->s->conns[i];
+		if (holder != NULL && holder->offered == ip &&
+		    holder->addr == 0 && addr_held_by_other(holder, a->c))
+			return 1;
+	}
+	return 0;
 }
 
 static int server_expttun(struct server *s, struct conn *c, unsigned char *m,
@@ -1140,6 +1162,7 @@ static int server_expttun(struct server *s, struct conn *c, unsigned char *m,
 	    cfg->dhcp.prefix);
 	log_debug("%s asked for %s, granted %s", c->from,
 	    want.addr ? (const char *)m + 9 : "any address", text);
+	c->offered = ip;
 	msg_expttun_build(reply, cfg->password, text, wall_s(), 0);
 	ws_send(&c->ws, WS_BINARY, reply, EXPTTUN_LEN);
 	return 0;

@@ -173,6 +173,16 @@ else
 	fail "python3 for the raw WebSocket tests (make deps installs it)"
 fi
 
+# ---- Two hosts ask for the same free address at the same moment ----
+
+if [ -n "$HAVE_PY" ]; then
+	wsc raw race $SRV 8080 $PW $NET.200/24 >"$T/race.out" 2>&1
+	sed 's/^/#   /' "$T/race.out"
+	check "two hosts asking for one address at once get different ones" \
+	    eval '[ "$(sort -u "$T/race.out" | grep -c "^$NET\.")" = 2 ] &&
+	    grep -qx "$NET.200/24" "$T/race.out"'
+fi
+
 # ---- Wrong password ----
 
 candy_client c4 c4 -w $URI -p wrong-password

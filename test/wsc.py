@@ -3,6 +3,8 @@
 #   replay HOST PORT PW IP                send one AUTH on two connections
 #   spoof HOST PORT PW MYIP SRCIP DSTIP   authenticate as MYIP, then send
 #       UDP to DSTIP port 9998 from MYIP and port 9999 from SRCIP
+#   race HOST PORT PW CIDR                two hosts ask for the same address
+#       at once (EXPTTUN, no AUTH yet); prints both granted cidrs
 #   slow HOST PORT PW IP SECS             authenticate as IP, then never read:
 #       a ping every 2 s, until the server closes or SECS pass; prints
 #       "closed after N s" or "open"
@@ -106,6 +108,11 @@ def auth_msg(pw, ip, ts):
     return b"\x00" + ip4(ip) + t + h(pw, ip4(ip), t)
 
 
+def expttun_msg(pw, cidr, ts):
+    t = struct.pack(">q", ts)
+    return b"\x02" + t + cidr.encode().ljust(32, b"\0") + h(pw, t)
+
+
 def csum(b):
     s = sum(struct.unpack(">%dH" % (len(b) // 2), b))
     s = (s >> 16) + (s & 0xffff)
@@ -175,6 +182,22 @@ def cmd_spoof(host, port, pw, me, src, dst):
     return 0
 
 
+def cmd_race(host, port, pw, cidr):
+    conns = [Conn(host, port) for _ in range(2)]
+    ts = int(time.time())
+    for c in conns:
+        c.send(vmac_msg(pw, os.urandom(8).hex().encode(), ts))
+        c.send(expttun_msg(pw, cidr, ts))
+    for c in conns:
+        deadline = time.time() + 5
+        while True:
+            op, p = c.frame(deadline)
+            if op == 2 and p[:1] == b"\x02" and len(p) >= 73:
+                print(p[9:41].split(b"\0")[0].decode())
+                break
+    return 0
+
+
 def cmd_slow(host, port, pw, ip, secs):
     c, _ = login(host, port, pw, ip, rcvbuf=4096)
     print("login: sent", flush=True)
@@ -200,6 +223,8 @@ def main(argv):
         return cmd_replay(args[0], args[1], pw, args[3])
     if cmd == "spoof":
         return cmd_spoof(args[0], args[1], pw, *args[3:6])
+    if cmd == "race":
+        return cmd_race(args[0], args[1], pw, args[3])
     if cmd == "slow":
         return cmd_slow(args[0], args[1], pw, args[3], args[4])
     return 64
