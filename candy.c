@@ -875,6 +875,7 @@ struct server {
 	int nlfd;
 	struct conn **conns;	/* maxconns slots, NULL when free */
 	size_t maxconns, nconns;
+	size_t top;		/* slots at and above this are all free */
 	struct addr_slot {	/* address -> connection, open addressing */
 		uint32_t addr;
 		struct conn *conn;
@@ -951,6 +952,8 @@ static void server_close(struct server *s, struct conn *c, const char *why)
 	ws_free(&c->ws);
 	s->conns[c->idx] = NULL;
 	s->nconns--;
+	while (s->top > 0 && s->conns[s->top - 1] == NULL)
+		s->top--;
 	free(c);
 }
 
@@ -1125,7 +1128,7 @@ static int addr_taken(void *ctx, uint32_t ip)
 
 	if (holder != NULL)
 		return addr_held_by_other(holder, a->c);
-	for (i = 0; i < a->s->maxconns; i++) {
+	for (i = 0; i < a->s->top; i++) {
 		holder = a->s->conns[i];
 		if (holder != NULL && holder->offered == ip &&
 		    holder->addr == 0 && addr_held_by_other(holder, a->c))
@@ -1185,7 +1188,7 @@ static void server_broadcast(struct server *s, struct conn *from,
 {
 	size_t i;
 
-	for (i = 0; i < s->maxconns; i++) {
+	for (i = 0; i < s->top; i++) {
 		struct conn *to = s->conns[i];
 
 		if (to != NULL && to != from && to->addr != 0)
@@ -1376,6 +1379,8 @@ static void server_accept(struct server *s, int lfd)
 	c->ws.last_rx_ms = c->since_ms;
 	s->conns[i] = c;
 	s->nconns++;
+	if (i >= s->top)
+		s->top = i + 1;
 	log_debug("connection from %s", c->from);
 }
 
@@ -1425,7 +1430,7 @@ static void server_status(const struct server *s)
 	log_info("status: clients %zu forwarded %lu dropped %lu spoofed %lu "
 	    "refused %lu", s->nconns, s->forwarded, s->dropped, s->spoofed,
 	    s->refused);
-	for (i = 0; i < s->maxconns; i++) {
+	for (i = 0; i < s->top; i++) {
 		const struct conn *c = s->conns[i];
 
 		if (c != NULL)
@@ -1499,7 +1504,7 @@ void server_run(const struct config *cfg)
 			pfd[1 + i].events = POLLIN;
 		}
 		npfd = 1 + (size_t)s.nlfd;
-		for (i = 0; i < s.maxconns; i++) {
+		for (i = 0; i < s.top; i++) {
 			struct conn *c = s.conns[i];
 
 			pfd[npfd + i].fd = c ? c->ws.s.fd : -1;
@@ -1508,10 +1513,10 @@ void server_run(const struct config *cfg)
 			if (c && ws_pending(&c->ws))
 				timeout = 0;
 		}
-		if (poll(pfd, npfd + s.maxconns, timeout) < 0 && errno != EINTR)
+		if (poll(pfd, npfd + s.top, timeout) < 0 && errno != EINTR)
 			fatalx("poll: %s", strerror(errno));
 		signals_drain();
-		for (i = 0; i < s.maxconns; i++) {
+		for (i = 0; i < s.top; i++) {
 			struct conn *c = s.conns[i];
 
 			if (c != NULL && (pfd[npfd + i].revents ||
@@ -1519,7 +1524,7 @@ void server_run(const struct config *cfg)
 				server_conn_read(&s, c);
 		}
 		now = now_ms();
-		for (i = 0; i < s.maxconns; i++) {
+		for (i = 0; i < s.top; i++) {
 			struct conn *c = s.conns[i];
 
 			if (c != NULL && ws_flush(&c->ws) < 0)
@@ -1536,7 +1541,7 @@ void server_run(const struct config *cfg)
 		}
 	}
 	log_info("shutting down");
-	for (i = 0; i < s.maxconns; i++)
+	for (i = 0; i < s.top; i++)
 		if (s.conns[i] != NULL)
 			server_close(&s, s.conns[i], "server shutting down");
 }
@@ -2367,6 +2372,8 @@ int server_test_run(const struct config *cfg, unsigned char *const *m,
 			c->ws.state = WS_OPEN;
 			s->conns[k] = c;
 			s->nconns++;
+			if (k >= s->top)
+				s->top = k + 1;
 		}
 		if (c == NULL)
 			break;
@@ -2376,7 +2383,7 @@ int server_test_run(const struct config *cfg, unsigned char *const *m,
 			closed++;
 		}
 	}
-	for (i = 0; i < s->maxconns; i++)
+	for (i = 0; i < s->top; i++)
 		if (s->conns[i] != NULL)
 			server_close(s, s->conns[i], "test over");
 	free(s->conns);
