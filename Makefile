@@ -2,6 +2,16 @@
 PREFIX ?= /usr/local
 MANDIR ?= $(PREFIX)/share/man
 DESTDIR ?=
+# make install INSTALL_SERVICE=1 also installs contrib/: the systemd units
+# in SYSTEMDDIR, the OpenRC script as OPENRCDIR/candy, the sample
+# configuration as SYSCONFDIR/candy.d/candy.conf.sample (never a live
+# configuration: the units read SYSCONFDIR/candy.conf and
+# SYSCONFDIR/candy.d/NAME.conf, written by the operator).  The paths in
+# the files follow PREFIX and SYSCONFDIR.
+INSTALL_SERVICE ?=
+SYSCONFDIR ?= /etc
+SYSTEMDDIR ?= $(PREFIX)/lib/systemd/system
+OPENRCDIR ?= $(SYSCONFDIR)/init.d
 CC ?= cc
 CFLAGS ?= -O2 -g
 WARN = -std=c99 -Wall -Wextra -Werror -Wshadow -Wstrict-prototypes \
@@ -104,13 +114,41 @@ install: candy
 	chmod 755 $(DESTDIR)$(PREFIX)/sbin/candy
 	cp candy.8 $(DESTDIR)$(MANDIR)/man8/candy.8
 	chmod 644 $(DESTDIR)$(MANDIR)/man8/candy.8
+	if [ "$(INSTALL_SERVICE)" = 1 ]; then $(MAKE) install-service; fi
 
+# The files name the binary and the configuration by their default paths;
+# sed puts in this installation's.
+CONTRIB_SED = sed -e 's|/usr/local/sbin/candy|$(PREFIX)/sbin/candy|g' \
+	-e 's|/etc/candy|$(SYSCONFDIR)/candy|g'
+install-service:
+	mkdir -p $(DESTDIR)$(SYSTEMDDIR) $(DESTDIR)$(OPENRCDIR) \
+	    $(DESTDIR)$(SYSCONFDIR)/candy.d
+	for u in candy.service candy@.service; do \
+	    $(CONTRIB_SED) contrib/$$u >$(DESTDIR)$(SYSTEMDDIR)/$$u && \
+	    chmod 644 $(DESTDIR)$(SYSTEMDDIR)/$$u || exit 1; \
+	done
+	$(CONTRIB_SED) contrib/candy.openrc >$(DESTDIR)$(OPENRCDIR)/candy
+	chmod 755 $(DESTDIR)$(OPENRCDIR)/candy
+	$(CONTRIB_SED) contrib/candy.cfg \
+	    >$(DESTDIR)$(SYSCONFDIR)/candy.d/candy.conf.sample
+	chmod 644 $(DESTDIR)$(SYSCONFDIR)/candy.d/candy.conf.sample
+
+# Service files only with INSTALL_SERVICE=1, as they were installed: a
+# distribution's /etc/init.d/candy of the existing Candy is not ours.
 uninstall:
 	rm -f $(DESTDIR)$(PREFIX)/sbin/candy $(DESTDIR)$(MANDIR)/man8/candy.8
+	if [ "$(INSTALL_SERVICE)" = 1 ]; then \
+	    rm -f $(DESTDIR)$(SYSTEMDDIR)/candy.service \
+	    $(DESTDIR)$(SYSTEMDDIR)/candy@.service \
+	    $(DESTDIR)$(OPENRCDIR)/candy \
+	    $(DESTDIR)$(SYSCONFDIR)/candy.d/candy.conf.sample; \
+	    rmdir $(DESTDIR)$(SYSCONFDIR)/candy.d 2>/dev/null || true; \
+	fi
 
 clean:
 	rm -f candy candy-static $(OBJS) test/unit test/candy-nomain.o \
 	    test/bench_tls test/fuzz
 	rm -rf test/cross-*
 
-.PHONY: all static test demo bench fuzz deps install uninstall clean
+.PHONY: all static test demo bench fuzz deps install install-service \
+	uninstall clean

@@ -404,7 +404,7 @@ static int set_pin(struct config *cfg, const struct opt *o, const char *v,
 	return set_string(cfg, o, v, err, errlen);
 }
 
-/* --config, --help and --version are handled by config_load itself. */
+/* --config, --check, --help and --version: config_load handles them. */
 static int set_none(struct config *cfg, const struct opt *o, const char *v,
     char *err, size_t errlen)
 {
@@ -454,6 +454,8 @@ static const struct opt opts[] = {
 	    "client: where address and vmac are kept (default /var/lib/candy)" },
 	{ "config", 'c', "FILE", set_none, 0, 0, 0, 0,
 	    "read options from FILE (key = value); the command line wins" },
+	{ "check", 0, NULL, set_none, 0, 0, 0, 0,
+	    "check the options and the config file, then exit" },
 	{ "debug", 0, NULL, set_flag, FIELD(debug), 0, 1,
 	    "log packet-level detail" },
 	{ "no-timestamp", 0, NULL, set_flag, FIELD(no_timestamp), 0, 1,
@@ -653,10 +655,12 @@ static int config_args(struct config *cfg, int argc, char **argv, int pass,
 		}
 		if (strcmp(o->name, "help") == 0) {
 			config_usage();
-			*exit_now = 1;
+			*exit_now |= 1;
 		} else if (strcmp(o->name, "version") == 0) {
 			printf("candy %s\n", CANDY_VERSION);
-			*exit_now = 1;
+			*exit_now |= 1;
+		} else if (strcmp(o->name, "check") == 0) {
+			*exit_now |= 2;
 		} else if (o->set(cfg, o, v, err, errlen) < 0) {
 			return -1;
 		}
@@ -677,9 +681,16 @@ int config_load(struct config *cfg, int argc, char **argv, char *err,
 		return -1;
 	if (config_args(cfg, argc, argv, 1, &file, &exit_now, err, errlen) < 0)
 		return -1;
-	if (exit_now)
+	if (exit_now & 1)
 		return 1;
-	return config_check(cfg, err, errlen);
+	if (config_check(cfg, err, errlen) < 0)
+		return -1;
+	/* --check: an operator's test before a restart (candy.8). */
+	if (exit_now & 2) {
+		printf("candy: configuration ok\n");
+		return 1;
+	}
+	return 0;
 }
 
 /* ---- Addresses and sockets. ---- */

@@ -599,8 +599,9 @@ struct config {
 /*
  * Options and the config file.  config_load fills cfg from defaults, the
  * file named by -c (if any) and then argv (the command line wins).  Returns
- * 0 to run, 1 when --help or --version was printed, -1 with a message that
- * names the option and the value in err.
+ * 0 to run, 1 when --help or --version was printed or --check found the
+ * configuration good (nothing to run), -1 with a message that names the
+ * option and the value in err.
  */
 int config_load(struct config *cfg, int argc, char **argv, char *err,
     size_t errlen);

@@ -1,11 +1,13 @@
 #!/bin/sh
 # deps.sh: install the Debian packages that building and testing candy need,
 # only those missing.  Quiet when nothing is missing.  Run by `make deps`
-# (and so by `make test`, `make demo`, `make bench`).
+# (and so by `make test`, `make demo`, `make bench`).  systemd is there for
+# `systemd-analyze verify' of contrib's units (it-contrib.sh); installing
+# it starts nothing, in a container too.
 
 pkgs="build-essential make libbearssl-dev musl-tools clang iproute2
 iputils-ping nftables coturn iperf3 openssl mandoc procps psmisc python3
-ca-certificates"
+ca-certificates systemd"
 
 missing=
 for p in $pkgs; do

@@ -45,6 +45,36 @@ static int load_quiet(const char *opt)
 	return r;
 }
 
+/* Run load() with stdout (what --check prints) sent to /dev/null. */
+#define LOAD_QUIET(r, ...) do {						\
+	int saved_ = dup(STDOUT_FILENO);				\
+	int null_ = open("/dev/null", O_WRONLY);			\
+	fflush(stdout);							\
+	dup2(null_, STDOUT_FILENO);					\
+	(r) = load(__VA_ARGS__);					\
+	fflush(stdout);							\
+	dup2(saved_, STDOUT_FILENO);					\
+	close(null_);							\
+	close(saved_);							\
+} while (0)
+
+/* --check: 1 (exit 0, nothing run) for a good configuration, -1 for a bad
+ * one, and never 0, which would start the daemon. */
+static void test_config_check(void)
+{
+	int r;
+
+	LOAD_QUIET(r, "--check", "-m", "client", "-w", "ws://h", NULL);
+	CHECK(r == 1, "--check: a good configuration, exit 0, nothing run");
+	LOAD_QUIET(r, "-m", "client", "-w", "ws://h", "--mtu", "1", "--check",
+	    NULL);
+	CHECK(r < 0 && strstr(err, "mtu") != NULL,
+	    "--check: a bad value is refused");
+	LOAD_QUIET(r, "--check", "-m", "server", NULL);
+	CHECK(r < 0 && strstr(err, "--websocket") != NULL,
+	    "--check: an incomplete configuration is refused");
+}
+
 static void test_config_good(void)
 {
 	CHECK(load("-m", "server", "-w", "ws://0.0.0.0:8080", "-p", "pw",
@@ -116,6 +146,7 @@ static void test_config_bad(void)
 	    "a flag takes no value on the command line");
 	CHECK(load_quiet("--help") == 1, "--help prints and exits 0");
 	CHECK(load_quiet("-v") == 1, "--version prints and exits 0");
+	test_config_check();
 }
 
 static void test_config_file(void)
