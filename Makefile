@@ -64,7 +64,7 @@ test/bench_tls: test/bench_tls.c test/candy-nomain.o $(OBJS)
 	    test/candy-nomain.o $(filter-out candy.o,$(OBJS)) $(LDLIBS)
 
 # make fuzz: libFuzzer with ASan and UBSan on every parser of network input
-# (test/fuzz.c), FUZZ_SECONDS per target, seeds from vectors.md in a
+# (test/fuzz.c), FUZZ_SECONDS per target, seeds from the captured vectors in a
 # temporary corpus.  Not part of make test.
 FUZZ_SECONDS = 30
 FUZZ_TARGETS = ws_frame ws_request ws_server ws_client stun peer server \

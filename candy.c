@@ -1,6 +1,6 @@
 /*
  * candy.c: the candy program.  Logging and clocks, the Candy message codec
- * (PROTOCOL.md 2), options and the config file, then the server session,
+ * (PROTOCOL 2), options and the config file, then the server session,
  * the client session, and main.  Each mode runs one poll() loop.
  */
 #include <sys/socket.h>
@@ -116,7 +116,7 @@ int64_t wall_s(void)
 	return (int64_t)time(NULL);
 }
 
-/* ---- Candy messages (PROTOCOL.md 2). ---- */
+/* ---- Candy messages (PROTOCOL 2). ---- */
 
 /*
  * AUTH, VMAC and EXPTTUN are signed alike: the hash H(password || fields)
@@ -762,7 +762,7 @@ static int fd_nonblock(int fd)
 	return fl < 0 ? -1 : fcntl(fd, F_SETFL, fl | O_NONBLOCK);
 }
 
-/* Each frame carries a packet someone waits for: no Nagle (PROTOCOL.md 1). */
+/* Each frame carries a packet someone waits for: no Nagle (PROTOCOL 1). */
 static void tcp_nodelay(int fd)
 {
 	int on = 1;
@@ -852,7 +852,7 @@ static int ip_is_broadcast(uint32_t ip, const struct cidr *net)
 	    ~prefix_mask(net->prefix));
 }
 
-/* ---- The server (PROTOCOL.md 2, "Server behaviour"). ---- */
+/* ---- The server (PROTOCOL 2). ---- */
 
 #define SERVER_MAX_LISTEN	4
 #define HANDSHAKE_TIMEOUT_MS	10000	/* TCP accept to WebSocket open */
@@ -1557,7 +1557,7 @@ void server_run(const struct config *cfg)
 			server_close(&s, s.conns[i], "server shutting down");
 }
 
-/* ---- The client (PROTOCOL.md 3 and 4). ---- */
+/* ---- The client (PROTOCOL 3 and 4). ---- */
 
 #define CONNECT_TIMEOUT_MS	5000	/* per server address tried */
 #define OPEN_TIMEOUT_MS		10000	/* TCP connected to WebSocket open */
@@ -1941,7 +1941,7 @@ static void session_connected(struct session *s)
 	s->ping_ms = 0;
 }
 
-/* The WebSocket is open: VMAC, then AUTH or EXPTTUN (PROTOCOL.md 3). */
+/* The WebSocket is open: VMAC, then AUTH or EXPTTUN (PROTOCOL 3). */
 static void session_hello(struct session *s)
 {
 	unsigned char m[EXPTTUN_LEN + PAD_MAX];

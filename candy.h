@@ -1,6 +1,7 @@
 /*
  * candy.h: every declaration shared between the files of candy, each with
- * its contract.  The wire protocol is ../shared/PROTOCOL.md (Candy 6.x).
+ * its contract.  The wire protocol (Candy 6.x), byte by byte, is the file
+ * PROTOCOL.
  *
  * Files, one per layer:
  *   candy.c  main, options and config, logging, the poll loop, the client
@@ -282,7 +283,7 @@ int sdwan_parse(const char *s, struct sdwan_rule *rules, int max,
     const char **why);
 
 /*
- * Pick the address for an EXPTTUN request (PROTOCOL.md 2): requested if it
+ * Pick the address for an EXPTTUN request (PROTOCOL 2.4): requested if it
  * is a valid host of range and taken() says it is free for this vmac,
  * else the next free valid host after *last, wrapping.  0 when none is
  * free.  Updates *last.
@@ -290,7 +291,7 @@ int sdwan_parse(const char *s, struct sdwan_rule *rules, int max,
 uint32_t addr_alloc(const struct cidr *range, uint32_t requested,
     uint32_t *last, int (*taken)(void *ctx, uint32_t ip), void *ctx);
 
-/* Relay table: distance-vector routes (PROTOCOL.md 6). */
+/* Relay table: distance-vector routes (PROTOCOL 6). */
 #define RTT_UNREACHABLE 2147483647
 /*
  * The table maps dst -> (next, rtt ms).  Whenever an entry is added,
@@ -397,7 +398,7 @@ uint32_t if_lan_address(void);
 /* ---- STUN (stun.c): RFC 5389 binding. ---- */
 
 #define STUN_REQUEST_LEN 28
-/* Build the binding request of PROTOCOL.md 5 with transaction id tid. */
+/* Build the binding request of PROTOCOL 5.3 with transaction id tid. */
 void stun_request_build(unsigned char out[STUN_REQUEST_LEN],
     const unsigned char tid[12]);
 /*
@@ -409,7 +410,7 @@ void stun_request_build(unsigned char out[STUN_REQUEST_LEN],
 int stun_response_parse(const unsigned char *p, size_t len,
     const unsigned char tid[12], uint32_t *ip, uint16_t *port);
 
-/* ---- Candy messages (candy.c), PROTOCOL.md 2. ---- */
+/* ---- Candy messages (candy.c), PROTOCOL 2. ---- */
 
 enum msg_type {
 	MSG_AUTH = 0, MSG_FORWARD = 1, MSG_EXPTTUN = 2, MSG_UDP4CONN = 3,
@@ -462,7 +463,7 @@ int msg_expttun_check(const unsigned char *m, const char *password);
 
 struct client;
 
-/* Peer states, PROTOCOL.md 5. */
+/* Peer states, PROTOCOL 5.4. */
 enum peer_state {
 	PEER_INIT, PEER_PREPARING, PEER_SYNCHRONIZING, PEER_CONNECTING,
 	PEER_CONNECTED, PEER_WAITING, PEER_FAILED
@@ -550,7 +551,7 @@ struct p2p {
 	unsigned long ticks;
 	unsigned long rx_bad;	/* datagrams that failed authentication */
 	unsigned long tx_err;	/* sendto failures */
-	struct relay relay;	/* PROTOCOL.md 6, with cfg->route > 0 */
+	struct relay relay;	/* PROTOCOL 6, with cfg->route > 0 */
 	/* Test hook: when set, messages for the server go here instead of
 	 * client_server_send. */
 	int (*server_send)(struct client *c, const unsigned char *m,

@@ -1,9 +1,9 @@
 /*
- * peer.c: peer-to-peer over UDP (PROTOCOL.md 5 and 6).
+ * peer.c: peer-to-peer over UDP (PROTOCOL 5 and 6).
  *
  * One UDP socket per client carries the STUN exchange and every peer
  * datagram.  The peer table holds one entry per remote tunnel address,
- * each running the state machine of PROTOCOL.md 5 on a 1-second tick;
+ * each running the state machine of PROTOCOL 5.4 on a 1-second tick;
  * endpoints are traded through the server (UDP4CONN, GENERAL/0) and holes
  * punched with heartbeats.  Datagrams are AES-256-GCM under keys derived
  * from the password and the receiver's address.  With a relay cost
@@ -44,7 +44,7 @@
 #define STUN_RESOLVE_MS		10000	/* between two name resolutions */
 #define ADDR_BROADCAST		0xffffffffu
 
-/* ---- Datagram encryption (PROTOCOL.md 5, "Encryption"). ---- */
+/* ---- Datagram encryption (PROTOCOL 5.1). ---- */
 
 static void wipe(void *p, size_t n)
 {
@@ -291,7 +291,7 @@ static int p2p_ready(struct client *c)
 	return 1;
 }
 
-/* ---- Messages through the server (PROTOCOL.md 2). ---- */
+/* ---- Messages through the server (PROTOCOL 2.6). ---- */
 
 static int server_send(struct client *c, const unsigned char *m, size_t len)
 {
@@ -432,7 +432,7 @@ static void route_to_cb(void *ctx, uint32_t dst, int32_t rtt)
 	peer_ctl_send(r->c, r->p, &r->p->real, m, sizeof(m));
 }
 
-/* ---- The state machine (PROTOCOL.md 5, "Peer states"). ---- */
+/* ---- The state machine (PROTOCOL 5.4). ---- */
 
 static void peer_forget_endpoints(struct peer *p)
 {
@@ -529,7 +529,7 @@ static void peer_tick(struct client *c, struct peer *p, int64_t now,
 			break;
 		}
 		heartbeat_send(c, p, &p->real);
-		/* PROTOCOL.md 6: probe every tick until the first answer
+		/* PROTOCOL 6: probe every tick until the first answer
 		 * (the peer may turn CONNECTED a tick after us), then every
 		 * 60 ticks. */
 		if (c->cfg->route > 0 && (!p->delay_answered ||
@@ -545,7 +545,7 @@ static void peer_tick(struct client *c, struct peer *p, int64_t now,
 	}
 }
 
-/* ---- STUN (PROTOCOL.md 5, "STUN"; the messages are in stun.c). ---- */
+/* ---- STUN (PROTOCOL 5.3; the messages are in stun.c). ---- */
 
 /* "stun://host[:port]" into its parts.  0 ok, -1 bad. */
 static int stun_uri_parse(const char *uri, char *host, size_t hostlen,
@@ -700,7 +700,7 @@ static void heartbeat_input(struct client *c, const struct endpoint *from,
 		peer_state_set(c, p, PEER_CONNECTED, now);
 }
 
-/* A packet from a peer: ours, or to be relayed (PROTOCOL.md 6). */
+/* A packet from a peer: ours, or to be relayed (PROTOCOL 6). */
 static void forward_input(struct client *c, const struct endpoint *from,
     unsigned char *m, size_t len, int64_t now)
 {
@@ -1037,7 +1037,7 @@ void p2p_saw_forward(struct client *c, uint32_t src)
 }
 
 /*
- * PROTOCOL.md 6: through the relay's next hop if it is connected, else
+ * PROTOCOL 6: through the relay's next hop if it is connected, else
  * straight to dst if it is.  The packet is sealed in place: FORWARD's type
  * byte, then iv and tag, go into the caller's headroom.
  */

@@ -1,7 +1,7 @@
 /*
  * route.c: IPv4 address arithmetic, the server's SD-WAN rules and address
- * allocation (PROTOCOL.md 2), and the client's distance-vector relay table
- * (PROTOCOL.md 6).  Nothing here does I/O except logging; candy.c and
+ * allocation (PROTOCOL 2.4), and the client's distance-vector relay table
+ * (PROTOCOL 6).  Nothing here does I/O except logging; candy.c and
  * peer.c drive it.
  */
 #include <stdio.h>
@@ -125,7 +125,7 @@ char *cidr_str(const struct cidr *c, char *buf)
 	return buf;
 }
 
-/* The ranges PROTOCOL.md 5 treats as LAN endpoints (RFC 1918, RFC 3927). */
+/* The ranges PROTOCOL 5.4 treats as LAN endpoints (RFC 1918, RFC 3927). */
 int ip_is_private(uint32_t ip)
 {
 	return (ip & 0xff000000) == 0x0a000000 ||
@@ -134,7 +134,7 @@ int ip_is_private(uint32_t ip)
 	    (ip & 0xffff0000) == 0xa9fe0000;
 }
 
-/* ---- SD-WAN rules: "dev,dst,next;dev,dst,next;..." (PROTOCOL.md 2). ---- */
+/* ---- SD-WAN rules: "dev,dst,next;dev,dst,next;..." (PROTOCOL 2.7). ---- */
 
 static int is_space(char ch)
 {
@@ -225,7 +225,7 @@ int sdwan_parse(const char *s, struct sdwan_rule *rules, int max,
 	return n;
 }
 
-/* ---- Address allocation for EXPTTUN (PROTOCOL.md 2). ---- */
+/* ---- Address allocation for EXPTTUN (PROTOCOL 2.4). ---- */
 
 /*
  * The valid hosts of a range are net+1 .. broadcast-1.  A /31 or /32 has
@@ -268,7 +268,7 @@ uint32_t addr_alloc(const struct cidr *range, uint32_t requested,
 }
 
 /*
- * ---- The relay table: distance-vector routes (PROTOCOL.md 6). ----
+ * ---- The relay table: distance-vector routes (PROTOCOL 6). ----
  *
  * Entries are kept sorted by dst so that relay_lookup, which runs for every
  * packet sent, is a binary search.  Insertions and removals move the tail of

@@ -1,6 +1,6 @@
 /*
  * stun.c: the STUN binding request and response (RFC 5389) that tell a
- * client its public UDP endpoint, exactly as PROTOCOL.md 5 lays them out.
+ * client its public UDP endpoint, exactly as PROTOCOL 5.3 lays them out.
  * Only building and parsing live here; peer.c sends, receives and retries.
  */
 #include <string.h>

@@ -367,7 +367,7 @@ size_t ws_request_build(char *out, size_t size, const char *host_header,
 		path = "/";
 	if (!http_safe(host_header) || !http_safe(path) || !http_safe(key))
 		return 0;
-	/* The headers and their order of the existing client (vectors.md). */
+	/* The headers and their order of the existing client (PROTOCOL 1). */
 	n = snprintf(out, size, "GET %s HTTP/1.1\r\n"
 	    "Connection: Upgrade\r\n"
 	    "Upgrade: websocket\r\n"

@@ -30,7 +30,7 @@
  * (the last takes what is left).
  *
  * FUZZ_SEEDS=DIR: first write the target's seeds into DIR, made of the
- * messages of ../shared/vectors.md.  A crash replays with, say,
+ * messages of the captured vectors (PROTOCOL).  A crash replays with, say,
  *   FUZZ_TARGET=peer test/fuzz test/fuzz-peer-crash-...
  *
  * As root the harness runs in a network namespace of its own with only
@@ -67,14 +67,14 @@ int LLVMFuzzerTestOneInput(const unsigned char *d, size_t n);
 } while (0)
 
 #define PASSWORD	"secretpw"
-#define NET		0xac1f0000u	/* 172.31.0.0/24, as in vectors.md */
+#define NET		0xac1f0000u	/* 172.31.0.0/24, as in the capture */
 #define A_ADDR		0xac1f0001u
 #define B_ADDR		0xac1f0002u
 #define LOOPBACK	0x7f000001u
 #define T0		1000000		/* the peer target's fake clock, ms */
 #define MSGS_MAX	512		/* records per input */
 
-/* ---- ../shared/vectors.md ---- */
+/* ---- The captured vectors (PROTOCOL) ---- */
 
 static const char vec_request[] = "GET / HTTP/1.1\r\n"
     "Connection: Upgrade\r\n"
@@ -416,7 +416,7 @@ static void ws_stream(const unsigned char *d, size_t n, int client)
 		setsockopt(sv[0], SOL_SOCKET, SO_SNDBUF, &small, sizeof(small));
 	if (client) {
 		ws_init_client(&ws, sv[0], NULL, "10.77.0.1:8080", "/");
-		/* The answer in the input was made for vectors.md's key. */
+		/* The answer in the input was made for the capture's key. */
 		memcpy(ws.accept, vec_accept, sizeof(vec_accept));
 	} else {
 		ws_init_server(&ws, sv[0], NULL);
@@ -545,7 +545,7 @@ static void seeds_stun(void)
 	seed_done();
 }
 
-/* ---- peer: a client with P2P, 172.31.0.2 like vectors.md's second ---- */
+/* ---- peer: a client with P2P, 172.31.0.2 as in the capture ---- */
 
 static struct {
 	struct config cfg;
@@ -609,7 +609,7 @@ static void peer_setup(void)
 	c->prefix = 24;
 	c->mask = prefix_mask(24);
 	c->net = NET;
-	c->routes[0].dst = 0xc0a83200;	/* vectors.md's ROUTE */
+	c->routes[0].dst = 0xc0a83200;	/* the captured ROUTE */
 	c->routes[0].mask = 0xffffff00;
 	c->routes[0].next = 0xac1f0009;
 	c->nroutes = 1;
@@ -841,7 +841,7 @@ static void seeds_server(void)
 	seed_rec(2 << 2 | 2, "\x00" "0d16a64147e27109", 17);
 	seed_rec(3 << 2 | 2, "\x00" "0.0.0.0/0", 10);
 	seed_rec(1 << 2 | 2, "\x00\x03", 2);
-	/* vectors.md's own, stale: refused. */
+	/* the capture's own, stale: refused. */
 	seed_rec_hex(3, vec_vmac);
 	seed_rec_hex(3, vec_expttun_req);
 	seed_rec_hex(3, vec_auth);

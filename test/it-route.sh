@@ -1,5 +1,5 @@
 #!/bin/sh
-# it-route.sh: clients relay for each other (PROTOCOL.md 6, option -r).
+# it-route.sh: clients relay for each other (PROTOCOL 6, option -r).
 #
 # A Candy server and a real STUN server (coturn) on 10.77.0.1; clients on
 # the same simulated internet, 10.77.0.0/24.  nft rules inside the client
@@ -127,7 +127,7 @@ client c $TUN_C
 for n in a b c; do
 	wait_addr $n 15 || { fail "client $n has its address"; exit 1; }
 done
-# Traffic through the server makes peers start P2P (PROTOCOL.md 5).
+# Traffic through the server makes peers start P2P (PROTOCOL 5.4).
 ping_ok a $TUN_C 5 >/dev/null
 ping_ok b $TUN_C 5 >/dev/null
 check "a and c connect and measure each other" \
@@ -151,7 +151,7 @@ PING=$!
 sleep 2
 stop c
 wait $PING
-# a notices that c is gone after 3 s without a heartbeat (PROTOCOL.md 5).
+# a notices that c is gone after 3 s without a heartbeat (PROTOCOL 5.4).
 _got=$(awk '/received/ { print $4 }' "$T/ping-stop.out")
 echo "# a -> b while c stopped: $(grep received "$T/ping-stop.out")"
 check "the ping across c's stop loses at most 5 s of packets" \

@@ -1,6 +1,7 @@
 /*
  * t_msg.c: Candy messages against the traffic captured from Candy 6.1
- * (../shared/vectors.md): build each byte for byte, check each hash.
+ * (the captured vectors, PROTOCOL 2): build each byte for byte, check
+ * each hash.
  */
 #include <stdio.h>
 #include <string.h>
@@ -113,7 +114,7 @@ static void test_msg_layouts(void)
 }
 
 /*
- * The server's timestamp window (PROTOCOL.md 3), through server_test_run:
+ * The server's timestamp window (PROTOCOL 2.1), through server_test_run:
  * an AUTH with a good hash is taken within AUTH_WINDOW_S of our clock and
  * refused (its connection closed) outside it.  make fuzz found the ends:
  * a timestamp near INT64_MIN made `ts - now' overflow in msg_fresh.

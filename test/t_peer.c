@@ -1,15 +1,17 @@
 /*
  * t_peer.c: peer-to-peer (peer.c).
  *
- * Datagrams: the three captured in ../shared/vectors.md (an existing
- * Candy 6.1 client), opened with keys derived as PROTOCOL.md 5 says, and
- * the same plaintexts sealed by us and opened again.
+ * Datagrams: the three of the captured vectors (an existing Candy 6.1
+ * client, PROTOCOL 5.2), opened with keys derived as PROTOCOL 5.1 says,
+ * and the same plaintexts sealed by us and opened again.  DISCOVERY and
+ * GENERAL/0, which the capture lacks, have known answers of our own
+ * (PROTOCOL 2.6).
  *
  * The state machine: real clients with real UDP sockets on 127.0.0.1, a
  * fake clock (fake_now_ms), a fake STUN server, the server's part played
  * by the test (messages to it are captured through p2p.server_send), and
  * fake peers that seal and open datagrams by hand.  Each test walks
- * transitions of PROTOCOL.md 5 and checks the state after each step.
+ * transitions of PROTOCOL 5.4 and checks the state after each step.
  */
 #include <sys/types.h>
 #include <sys/socket.h>
@@ -36,7 +38,7 @@
 #define LOOPBACK	0x7f000001u
 #define T0		1000000		/* the fake clock's start, ms */
 
-/* ---- Datagrams from vectors.md ---- */
+/* ---- The captured datagrams ---- */
 
 static const struct {
 	const char *name;
@@ -57,7 +59,7 @@ static const struct {
 	    "b1b454aa75b529822f" },
 };
 
-/* vectors.md: the ICMP echo request 172.31.0.1 -> 172.31.0.2. */
+/* The capture: the ICMP echo request 172.31.0.1 -> 172.31.0.2. */
 static const char vec_ping[] =
     "45000054fca340004001e5c3ac1f0001ac1f00020800ec4c07d30001691e026b"
     "00000000cb820e0000000000101112131415161718191a1b1c1d1e1f20212223"
@@ -764,10 +766,17 @@ static void test_peer_timers(void)
 
 /* ---- Discovery, bad input, bounds ---- */
 
+/* Known answers for PROTOCOL: the messages no capture holds. */
+static const char vec_discovery_bcast[] = "05ac1f0001ffffffff";
+static const char vec_discovery_answer[] = "05ac1f0001ac1f0002";
+static const char vec_localudp4conn[] =
+    "ff000000ac1f0004ac1f0001c0a80105c730";
+
 static void test_peer_discovery(void)
 {
-	unsigned char junk[64];
+	unsigned char junk[64], want[32];
 	int before;
+	size_t n;
 
 	fake_now_ms = T0;
 	tc_init(&ta, A_ADDR, 0, 0);
@@ -778,6 +787,9 @@ static void test_peer_discovery(void)
 	    get32(ta.last[MSG_DISCOVERY] + 1) == A_ADDR &&
 	    get32(ta.last[MSG_DISCOVERY] + 5) == 0xffffffffu,
 	    "peer: DISCOVERY broadcast on the first tick");
+	n = unhex(vec_discovery_bcast, want, sizeof(want));
+	CHECK_BYTES(want, n, ta.last[MSG_DISCOVERY], DISCOVERY_LEN,
+	    "peer: DISCOVERY broadcast, byte for byte (PROTOCOL)");
 	step(1);
 	step(1);
 	step(1);
@@ -795,6 +807,9 @@ static void test_peer_discovery(void)
 	    get32(ta.last[MSG_DISCOVERY] + 5) == B_ADDR &&
 	    state_of(&ta, B_ADDR) == PEER_PREPARING,
 	    "peer: broadcast DISCOVERY answered, INIT -> PREPARING");
+	n = unhex(vec_discovery_answer, want, sizeof(want));
+	CHECK_BYTES(want, n, ta.last[MSG_DISCOVERY], DISCOVERY_LEN,
+	    "peer: DISCOVERY answer, byte for byte (PROTOCOL)");
 	server_discovery(C_ADDR, A_ADDR);
 	CHECK(ta.sent[MSG_DISCOVERY] == before + 1 &&
 	    state_of(&ta, C_ADDR) == PEER_PREPARING,
@@ -802,6 +817,15 @@ static void test_peer_discovery(void)
 	server_discovery(D_ADDR, 0xac1f0009);
 	CHECK(state_of(&ta, D_ADDR) == (enum peer_state)-1,
 	    "peer: DISCOVERY for someone else ignored");
+
+	/* GENERAL/0 from D: its LAN endpoint is stored, nothing else. */
+	n = unhex(vec_localudp4conn, want, sizeof(want));
+	p2p_server_msg(&ta.c, want, n);
+	CHECK(n == LOCALUDP4CONN_LEN && state_of(&ta, D_ADDR) == PEER_INIT &&
+	    peer_lookup(&ta.c, D_ADDR)->lan.ip == 0xc0a80105 &&
+	    peer_lookup(&ta.c, D_ADDR)->lan.port == 50992,
+	    "peer: GENERAL/0 (PROTOCOL's bytes): LAN endpoint "
+	    "192.168.1.5:50992 stored");
 
 	/* Datagrams that fail authentication are counted, not logged. */
 	fake_init(&fb, B_ADDR);
@@ -896,7 +920,7 @@ static void test_peer_bounds(void)
 	tc_free(&ta);
 }
 
-/* ---- DELAY and ROUTE: the relay (PROTOCOL.md 6) ---- */
+/* ---- DELAY and ROUTE: the relay (PROTOCOL 6) ---- */
 
 static void fake_connect(struct fake *f)
 {

@@ -1,5 +1,5 @@
 /*
- * t_relay.c: the distance-vector relay table (PROTOCOL.md 6), driven by
+ * t_relay.c: the distance-vector relay table (PROTOCOL 6), driven by
  * sequences of DELAY results and ROUTE messages.  Every announcement goes
  * through a recording callback and is checked, and so is the whole table
  * after each step.  Addresses are 10.0.0.N, written N; we are 1, cost 10.

@@ -1,6 +1,7 @@
 /*
  * t_route.c: address parsing and formatting, SD-WAN rules (the rule of
- * ../shared/vectors.md), and EXPTTUN address allocation (PROTOCOL.md 2).
+ * the captured vectors, PROTOCOL 2.7), and EXPTTUN address allocation
+ * (PROTOCOL 2.4).
  */
 #include <stdio.h>
 #include <string.h>
@@ -124,12 +125,12 @@ static void test_route_sdwan(void)
 	const char *why;
 	int n;
 
-	/* The server option of ../shared/vectors.md. */
+	/* The server option of the captured vectors. */
 	n = sdwan_parse("172.31.0.0/24,192.168.50.0/24,172.31.0.9", r, 4,
 	    &why);
 	CHECK(n == 1 && r[0].dev.addr == 0xac1f0000 && r[0].dev.prefix == 24 &&
 	    r[0].dst == 0xc0a83200 && r[0].mask == 0xffffff00 &&
-	    r[0].next == 0xac1f0009, "sdwan: the vectors.md rule");
+	    r[0].next == 0xac1f0009, "sdwan: the captured rule");
 
 	n = sdwan_parse(" 172.31.0.1/32 , 192.168.50.77/24,172.31.0.9 ;;"
 	    "172.31.0.0/24,10.1.0.0/16,172.31.0.1;", r, 4, &why);

@@ -1,8 +1,8 @@
 /*
  * t_stun.c: STUN binding request and response (stun.c).
- * Sources: ../shared/vectors.md (an existing Candy 6.1 client and coturn
- * 4.6.1), RFC 5769 §2.2 (sample IPv4 response), and hand-made hostile
- * messages.
+ * Sources: the captured vectors (PROTOCOL 5.3: an existing Candy 6.1
+ * client and coturn 4.6.1), RFC 5769 §2.2 (sample IPv4 response), and
+ * hand-made hostile messages.
  */
 #include <stdio.h>
 #include <string.h>
@@ -10,7 +10,7 @@
 #include "candy.h"
 #include "test.h"
 
-/* vectors.md "UDP, STUN". */
+/* The captured STUN exchange. */
 static const char vec_request[] =
     "000100082112a44274f341ebbb05b7ab94026de60003000400000000";
 static const char vec_response[] =
@@ -88,7 +88,7 @@ static void test_stun_request(void)
 	unhex(vec_tid, tid, sizeof(tid));
 	stun_request_build(got, tid);
 	CHECK_BYTES(want, n, got, sizeof(got),
-	    "stun: binding request, vectors.md");
+	    "stun: binding request, captured");
 }
 
 static void test_stun_vectors(void)
@@ -103,7 +103,7 @@ static void test_stun_vectors(void)
 	unhex(vec_tid, tid, sizeof(tid));
 	CHECK(stun_response_parse(m, n, tid, &ip, &port) == WS_DONE &&
 	    ip == 0x0a4d0002 && port == 50992,
-	    "stun: coturn response, vectors.md: 10.77.0.2:50992");
+	    "stun: coturn response, captured: 10.77.0.2:50992");
 	ip = port = 0;
 	CHECK(stun_response_parse(m, n, NULL, &ip, &port) == WS_DONE &&
 	    ip == 0x0a4d0002 && port == 50992,

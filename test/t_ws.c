@@ -1,9 +1,9 @@
 /*
  * t_ws.c: WebSocket tests.  Known answers from RFC 6455 (§1.3 accept key,
- * §5.7 frame examples) and from ../shared/vectors.md (the existing Candy
- * client's upgrade request and its server's accept key); behaviour tests
- * run a ws against raw bytes, or a client ws against a server ws, over a
- * socketpair of plain streams.  No network.
+ * §5.7 frame examples) and from the captured vectors (PROTOCOL 1: the
+ * existing Candy client's upgrade request and its server's accept key);
+ * behaviour tests run a ws against raw bytes, or a client ws against a
+ * server ws, over a socketpair of plain streams.  No network.
  */
 #include <stdio.h>
 #include <fcntl.h>
@@ -92,7 +92,7 @@ static int read_msg(struct ws *w, unsigned char **m, size_t *len)
 	return r;
 }
 
-/* RFC 6455 §1.3 and vectors.md. */
+/* RFC 6455 §1.3 and the capture. */
 static void test_accept_key(void)
 {
 	static const struct {
@@ -101,7 +101,7 @@ static void test_accept_key(void)
 		{ "dGhlIHNhbXBsZSBub25jZQ==", "s3pPLMBiTxaQ9kYGzzhZRbK+xOo=",
 		    "accept key: RFC 6455 1.3" },
 		{ "T9WDF8aXq2H9/TBiYWs9RQ==", "tWjW7vMzFvYwiLdJVT9Hg00rWX4=",
-		    "accept key: vectors.md" },
+		    "accept key: captured" },
 	};
 	char out[29];
 	size_t i;
@@ -113,7 +113,7 @@ static void test_accept_key(void)
 	}
 }
 
-/* The existing client's request, byte for byte (vectors.md). */
+/* The existing client's request, byte for byte (the capture). */
 static const char vec_request[] =
     "GET / HTTP/1.1\r\n"
     "Connection: Upgrade\r\n"
@@ -138,7 +138,7 @@ static void test_request(void)
 	n = ws_request_build(out, sizeof(out), "10.77.0.1:8080", "/",
 	    "T9WDF8aXq2H9/TBiYWs9RQ==");
 	CHECK_BYTES(vec_request, strlen(vec_request), out, n,
-	    "request: vectors.md bytes");
+	    "request: the captured bytes");
 	CHECK(ws_request_build(out, sizeof(out), "h", "", "k") > 0 &&
 	    memcmp(out, "GET / HTTP/1.1\r\n", 16) == 0,
 	    "request: empty path is /");
@@ -152,7 +152,7 @@ static void test_request(void)
 	    strlen(vec_request), &used, key, sizeof(key)) == WS_DONE &&
 	    used == strlen(vec_request) &&
 	    strcmp(key, "T9WDF8aXq2H9/TBiYWs9RQ==") == 0,
-	    "request parse: vectors.md");
+	    "request parse: captured");
 	for (n = 0; n < strlen(vec_request); n++)
 		if (ws_request_parse((const unsigned char *)vec_request, n,
 		    &used, key, sizeof(key)) != WS_MORE)
@@ -693,11 +693,11 @@ static void test_bad_request(void)
 	    "server: endless head gets 400");
 	pair_close(&wa, peer);
 
-	/* The vectors.md request gets the vectors.md accept. */
+	/* The captured request gets the captured accept. */
 	pair_open(&wa, &peer, 0, 0);
 	feed(peer, vec_request, strlen(vec_request));
 	CHECK(ws_read(&wa, &m, &len) == 0 && wa.state == WS_OPEN,
-	    "server: vectors.md request upgrades");
+	    "server: the captured request upgrades");
 	n = drain(&wa, peer, b, sizeof(b));
 	{
 		const char *want = "HTTP/1.1 101 Switching Protocols\r\n"
@@ -705,7 +705,7 @@ static void test_bad_request(void)
 		    "Sec-WebSocket-Accept: tWjW7vMzFvYwiLdJVT9Hg00rWX4=\r\n\r\n";
 
 		CHECK_BYTES(want, strlen(want), b, n,
-		    "server: 101 with the vectors.md accept");
+		    "server: 101 with the captured accept");
 	}
 	pair_close(&wa, peer);
 }
