@@ -373,8 +373,11 @@ static int set_sdwan(struct config *cfg, const struct opt *o, const char *v,
 static int set_ip(struct config *cfg, const struct opt *o, const char *v,
     char *err, size_t errlen)
 {
-	if (ip_parse(v, &cfg->localhost) < 0)
+	uint32_t ip;
+
+	if (ip_parse(v, &ip) < 0)
 		return bad(err, errlen, o, v, "not an IPv4 address");
+	memcpy((char *)cfg + o->off, &ip, sizeof(ip));
 	return 0;
 }
 
@@ -442,8 +445,10 @@ static const struct opt opts[] = {
 	    "client: relay for peers at this cost, 0 off (default 0)" },
 	{ "discovery", 0, "SECONDS", set_number, FIELD(discovery), 0, 86400,
 	    "client: look for peers every SECONDS, 0 off (default 0)" },
-	{ "localhost", 0, "IP", set_ip, 0, 0, 0, 0,
+	{ "localhost", 0, "IP", set_ip, FIELD(localhost), 0, 0,
 	    "client: LAN address to offer peers (default: first interface)" },
+	{ "exit-node", 0, "IP", set_ip, FIELD(exit_node), 0, 0,
+	    "client: send all IPv4 through this peer (default: none)" },
 	{ "ca", 0, "FILE", set_string, FIELD(ca), 0, 0,
 	    "client: trusted CA certificates (default: system store)" },
 	{ "pin", 0, "SHA256", set_pin, FIELD(pin), 0, 0,
@@ -1219,6 +1224,24 @@ static int sdwan_behind(const struct config *cfg, uint32_t src, uint32_t gw)
 	return 0;
 }
 
+/*
+ * An IP-in-IP packet from a client carries another source inside: the
+ * client's own, its outer source, or one behind it by an SD-WAN rule.
+ * Else it forges a source the receiving client would believe (issue 8).
+ */
+static int server_ipip_ok(const struct config *cfg, uint32_t sender,
+    const unsigned char *pkt, size_t len)
+{
+	size_t ihl = (size_t)(pkt[0] & 15) * 4;
+	uint32_t inner;
+
+	if (ihl < 20 || len < ihl + 20)
+		return 0;
+	inner = get32(pkt + ihl + 12);
+	return inner == sender || inner == get32(pkt + 12) ||
+	    sdwan_behind(cfg, inner, sender);
+}
+
 static int server_forward(struct server *s, struct conn *c, unsigned char *m,
     size_t len)
 {
@@ -1239,6 +1262,13 @@ static int server_forward(struct server *s, struct conn *c, unsigned char *m,
 		s->spoofed++;
 		log_debug("dropped packet from %s claiming source %s",
 		    ip_str(c->addr, a), ip_str(src, b));
+		return 0;
+	}
+	if (pkt[9] == 4 && !cfg->no_source_check &&
+	    !server_ipip_ok(cfg, c->addr, pkt, len - 1)) {
+		s->spoofed++;
+		log_debug("dropped IP-in-IP from %s: inner source not its own",
+		    ip_str(c->addr, a));
 		return 0;
 	}
 	if ((to = map_get(s, dst)) != NULL) {
@@ -1567,6 +1597,8 @@ void server_run(const struct config *cfg)
 #define SESSION_STABLE_MS	60000	/* a session this old resets the backoff */
 #define TUN_BURST		64	/* packets read from the TUN a pass */
 #define IPV4_HDR_LEN		20
+#define STALL_MS		30000	/* server took no bytes: reconnect */
+#define REFUSED_LOG_MAX		8	/* refused routes logged a session */
 
 enum session_state {
 	S_IDLE,		/* waiting to (re)connect */
@@ -1590,6 +1622,10 @@ struct session {
 	int64_t started_ms;	/* when the session opened */
 	int backoff_s;
 	int64_t last_tx_ms, ping_ms;
+	int64_t stall_ms;	/* bytes queued, none taken since; 0 if not */
+	uint32_t server_ip;	/* the server's IPv4 address; 0 IPv6 */
+	int routes_refused;	/* this session: for the log */
+	int routes_full_logged;	/* "more than SDWAN_MAX" said once */
 	char vmac[17];
 	struct cidr want;	/* the address to ask for: cached or static */
 	char ping[128];		/* candy::OS::VERSION::HOSTNAME */
@@ -1755,22 +1791,31 @@ static unsigned char *ipip_wrap(struct client *c, unsigned char *pkt,
 	return h;
 }
 
-static const struct sdwan_route *client_sdwan_lookup(const struct client *c,
-    uint32_t dst)
+/*
+ * The SD-WAN gateway for dst, or 0: the longest route we hold, else the
+ * full tunnel's gateway.  The tunnel network, multicast and broadcast are
+ * never behind a gateway, so peers stay peers under a full tunnel.
+ */
+static uint32_t client_gateway(const struct client *c, uint32_t dst)
 {
+	const struct sdwan_route *best = NULL;
 	int i;
 
+	if ((dst & c->mask) == c->net || dst >= 0xe0000000u)
+		return 0;
 	for (i = 0; i < c->nroutes; i++)
 		if ((dst & c->routes[i].mask) == c->routes[i].dst &&
-		    c->routes[i].next != c->addr)
-			return &c->routes[i];
-	return NULL;
+		    c->routes[i].next != c->addr &&
+		    (best == NULL || c->routes[i].mask > best->mask))
+			best = &c->routes[i];
+	if (best != NULL)
+		return best->next;
+	return c->full_gw != c->addr ? c->full_gw : 0;
 }
 
 void client_route(struct client *c, unsigned char *pkt, size_t len, int relay)
 {
-	const struct sdwan_route *r;
-	uint32_t dst;
+	uint32_t dst, gw;
 
 	if (len < IPV4_HDR_LEN || pkt[0] >> 4 != 4 || c->addr == 0) {
 		c->dropped++;
@@ -1781,9 +1826,9 @@ void client_route(struct client *c, unsigned char *pkt, size_t len, int relay)
 		return;
 	}
 	dst = get32(pkt + 16);
-	if ((r = client_sdwan_lookup(c, dst)) != NULL) {
-		pkt = ipip_wrap(c, pkt, &len, r->next);
-		dst = r->next;
+	if ((gw = client_gateway(c, dst)) != 0) {
+		pkt = ipip_wrap(c, pkt, &len, gw);
+		dst = gw;
 	}
 	if (dst == c->addr) {
 		client_deliver(c, pkt, len);
@@ -1799,9 +1844,30 @@ void client_route(struct client *c, unsigned char *pkt, size_t len, int relay)
 	c->tx_server++;
 }
 
+/*
+ * May gw send us, wrapped, a packet from src?  When src is gw itself, or
+ * gw is the gateway of a network holding src by a route the server gave
+ * us (or our full tunnel's gateway).  Anything else is a client forging
+ * a source through IP-in-IP, which the server's source check cannot see.
+ */
+static int client_ipip_ok(const struct client *c, uint32_t gw, uint32_t src)
+{
+	int i;
+
+	if (src == gw || (c->full_gw != 0 && c->full_gw == gw))
+		return 1;
+	for (i = 0; i < c->nroutes; i++)
+		if (c->routes[i].next == gw &&
+		    (src & c->routes[i].mask) == c->routes[i].dst)
+			return 1;
+	return 0;
+}
+
 void client_deliver(struct client *c, unsigned char *pkt, size_t len)
 {
 	size_t ihl;
+	uint32_t gw;
+	char a[16], b[16];
 
 	if (len < IPV4_HDR_LEN || pkt[0] >> 4 != 4) {
 		c->dropped++;
@@ -1814,10 +1880,19 @@ void client_deliver(struct client *c, unsigned char *pkt, size_t len)
 			c->dropped++;
 			return;
 		}
+		gw = get32(pkt + 12);
 		pkt += ihl;
 		len -= ihl;
 		if (pkt[0] >> 4 != 4) {
 			c->dropped++;
+			return;
+		}
+		if (!client_ipip_ok(c, gw, get32(pkt + 12))) {
+			c->ipip_refused++;
+			if (log_debug_on)
+				log_debug("dropped IP-in-IP from %s: inner "
+				    "source %s is not behind it", ip_str(gw, a),
+				    ip_str(get32(pkt + 12), b));
 			return;
 		}
 	}
@@ -1826,6 +1901,72 @@ void client_deliver(struct client *c, unsigned char *pkt, size_t len)
 }
 
 /* ---- The client's connection to the server. ---- */
+
+/* The full tunnel through gw (issue 10): see tun_full_tunnel. */
+static void client_full_on(struct client *c, uint32_t gw, int local)
+{
+	char a[16];
+
+	c->full_gw = gw;
+	c->full_local = local;
+	if (c->full_on)
+		return;
+	if (tun_full_tunnel(c->ifname, 1) < 0) {
+		log_warn("cannot route everything through %s", c->ifname);
+		return;
+	}
+	c->full_on = 1;
+	log_info("full tunnel: all IPv4 through %s (%s)", ip_str(gw, a),
+	    local ? "--exit-node" : "pushed by the server");
+}
+
+static void client_full_off(struct client *c)
+{
+	c->full_gw = 0;
+	c->full_local = 0;
+	if (!c->full_on)
+		return;
+	c->full_on = 0;
+	if (tun_full_tunnel(c->ifname, 0) < 0)
+		log_warn("cannot remove the full tunnel from %s", c->ifname);
+	else
+		log_info("full tunnel removed");
+}
+
+/*
+ * Routes the server pushed belong to its session: they go with it, and a
+ * reconnect adds only what the server pushes again.  --exit-node stays.
+ */
+static void client_routes_clear(struct client *c)
+{
+	int i;
+
+	for (i = 0; i < c->nroutes; i++)
+		tun_route_del(c->ifname, c->routes[i].dst, c->routes[i].mask);
+	c->nroutes = 0;
+	if (c->full_gw != 0 && !c->full_local)
+		client_full_off(c);
+}
+
+/* What a grant or a pushed route must leave alone, as of now. */
+static void session_guard(const struct session *s, struct route_guard *g)
+{
+	const struct client *c = &s->c;
+	int n;
+
+	memset(g, 0, sizeof(*g));
+	g->server = s->server_ip;
+	g->stun = c->p2p.udp_fd >= 0 ? c->p2p.stun.ip : 0;
+	if (c->addr != 0) {
+		g->tun_net = c->net;
+		g->tun_mask = c->mask;
+	}
+	n = tun_routes_read(c->tun_fd >= 0 ? c->ifname : NULL, g->underlay,
+	    GUARD_UNDERLAY_MAX);
+	if (n < 0 && log_debug_on)
+		log_debug("local routes unknown: %s", strerror(errno));
+	g->nunderlay = n < 0 ? 0 : n;
+}
 
 /* After a failure: wait 1 s doubling to 30 s, plus up to a quarter more
  * of jitter; a session that lived a minute starts the doubling again. */
@@ -1857,6 +1998,7 @@ static void session_end(struct session *s, const char *why)
 		close(s->fd);
 	s->fd = -1;
 	s->c.ws = NULL;
+	client_routes_clear(&s->c);
 	if (s->ai_list != NULL) {
 		freeaddrinfo(s->ai_list);
 		s->ai_list = s->ai_next = NULL;
@@ -1877,6 +2019,10 @@ static void session_connect_next(struct session *s)
 		if ((fd = socket(ai->ai_family, SOCK_STREAM, 0)) < 0)
 			continue;
 		fd_nonblock(fd);
+		/* Off the full tunnel, always: a server may push one. */
+		if (tun_socket_mark(fd) < 0 && log_debug_on)
+			log_debug("cannot mark the socket: %s",
+			    strerror(errno));
 		log_debug("connecting to %s", s->trying);
 		if (connect(fd, ai->ai_addr, ai->ai_addrlen) < 0 &&
 		    errno != EINPROGRESS) {
@@ -1911,6 +2057,26 @@ static void session_connect(struct session *s)
 	session_connect_next(s);
 }
 
+/* The IPv4 address a socket is connected to (IPv4-mapped too), or 0. */
+static uint32_t socket_peer_ip4(int fd)
+{
+	struct sockaddr_storage ss;
+	socklen_t sl = sizeof(ss);
+	const unsigned char *p;
+
+	if (getpeername(fd, (struct sockaddr *)&ss, &sl) < 0)
+		return 0;
+	if (ss.ss_family == AF_INET)
+		return ntohl(((struct sockaddr_in *)(void *)&ss)->sin_addr.
+		    s_addr);
+	if (ss.ss_family == AF_INET6) {
+		p = ((struct sockaddr_in6 *)(void *)&ss)->sin6_addr.s6_addr;
+		if (memcmp(p, "\0\0\0\0\0\0\0\0\0\0\xff\xff", 12) == 0)
+			return get32(p + 12);
+	}
+	return 0;
+}
+
 /* The TCP connect finished, one way or the other. */
 static void session_connected(struct session *s)
 {
@@ -1928,6 +2094,7 @@ static void session_connected(struct session *s)
 	freeaddrinfo(s->ai_list);
 	s->ai_list = s->ai_next = NULL;
 	tcp_nodelay(s->fd);
+	s->server_ip = socket_peer_ip4(s->fd);
 	if (s->tls != NULL &&
 	    (tls = tls_client_new(s->tls, s->uri.host)) == NULL) {
 		session_end(s, "out of memory for TLS");
@@ -1939,6 +2106,9 @@ static void session_connected(struct session *s)
 	s->state = S_OPENING;
 	s->started_ms = s->ws.last_rx_ms = s->last_tx_ms = now_ms();
 	s->ping_ms = 0;
+	s->stall_ms = 0;
+	s->routes_refused = 0;
+	s->routes_full_logged = 0;
 }
 
 /* The WebSocket is open: VMAC, then AUTH or EXPTTUN (PROTOCOL 3). */
@@ -1965,12 +2135,12 @@ static void session_hello(struct session *s)
 }
 
 /* Bring the TUN device to addr/prefix; it survives reconnects as long as
- * the address stays the same. */
-static void client_tun_up(struct client *c, const struct config *cfg,
+ * the address stays the same.  -1 when the OS refuses the address: a
+ * session error, not the end of the process. */
+static int client_tun_up(struct client *c, const struct config *cfg,
     uint32_t addr, int prefix)
 {
 	char name[32], ip[16];
-	int i;
 
 	if (c->tun_fd < 0) {
 		snprintf(name, sizeof(name), "candy%s%s", cfg->name[0] ? "-" : "",
@@ -1979,32 +2149,36 @@ static void client_tun_up(struct client *c, const struct config *cfg,
 			fatalx("cannot create TUN device %s: %s", name,
 			    strerror(errno));
 	} else if (c->addr == addr && c->prefix == prefix) {
-		return;
+		return 0;
 	}
 	if (c->addr != 0 && c->addr != addr)
 		p2p_stop(c);	/* peers know us by the old address */
-	if (tun_configure(c->ifname, addr, prefix, cfg->mtu) < 0)
-		fatalx("cannot configure %s as %s/%d: %s", c->ifname,
-		    ip_str(addr, ip), prefix, strerror(errno));
+	if (tun_configure(c->ifname, addr, prefix, cfg->mtu) < 0) {
+		log_warn("cannot configure %s as %s/%d", c->ifname,
+		    ip_str(addr, ip), prefix);
+		return -1;
+	}
 	c->addr = addr;
 	c->prefix = prefix;
 	c->mask = prefix_mask(prefix);
 	c->net = addr & c->mask;
-	for (i = 0; i < c->nroutes; i++)	/* kept across a reconnect */
-		tun_route_add(c->ifname, c->routes[i].dst, c->routes[i].mask);
+	if (cfg->exit_node != 0)
+		client_full_on(c, cfg->exit_node, 1);
+	return 0;
 }
 
-static void session_up(struct session *s, uint32_t addr, int prefix)
+static int session_up(struct session *s, uint32_t addr, int prefix)
 {
 	unsigned char m[AUTH_LEN + PAD_MAX];
 	struct cidr got = { addr, prefix };
 	char text[20];
 	size_t n;
 
+	if (client_tun_up(&s->c, s->cfg, addr, prefix) < 0)
+		return -1;
 	n = msg_auth_build(m, s->cfg->password, addr, wall_s(),
 	    rand_below(PAD_MAX + 1));
 	session_send(s, WS_BINARY, m, n);
-	client_tun_up(&s->c, s->cfg, addr, prefix);
 	s->state = S_UP;
 	session_send(s, WS_PING, s->ping, strlen(s->ping));
 	s->ping_ms = now_ms();
@@ -2015,12 +2189,15 @@ static void session_up(struct session *s, uint32_t addr, int prefix)
 	}
 	log_info("connected to %s as %s on %s", s->cfg->websocket, text,
 	    s->c.ifname);
+	return 0;
 }
 
 static int session_expttun(struct session *s, unsigned char *m, size_t len)
 {
+	struct route_guard g;
 	struct cidr got;
 	const char *why;
+	char reason[96], text[20];
 
 	if (s->state != S_ASKING)
 		return 0;
@@ -2030,13 +2207,18 @@ static int session_expttun(struct session *s, unsigned char *m, size_t len)
 		return -1;
 	}
 	if (memchr(m + 9, '\0', 32) == NULL ||
-	    cidr_parse((const char *)m + 9, &got, &why) < 0 ||
-	    got.prefix < 1 || got.prefix > 30) {
+	    cidr_parse((const char *)m + 9, &got, &why) < 0) {
 		log_warnx("server granted a bad address");
 		return -1;
 	}
-	session_up(s, got.addr, got.prefix);
-	return 0;
+	session_guard(s, &g);
+	if (route_guard_address(&g, got.addr, got.prefix, reason,
+	    sizeof(reason)) != NULL) {
+		log_warnx("refused the address %s the server granted: %s",
+		    cidr_str(&got, text), reason);
+		return -1;
+	}
+	return session_up(s, got.addr, got.prefix);
 }
 
 static int session_forward(struct session *s, unsigned char *m, size_t len)
@@ -2051,38 +2233,88 @@ static int session_forward(struct session *s, unsigned char *m, size_t len)
 	return 0;
 }
 
-/* SD-WAN routes from the server: install those not via ourselves. */
-static int session_route(struct session *s, unsigned char *m, size_t len)
+/* A pushed route refused: said for the first few of a session only, as
+ * a hostile server may push thousands. */
+static void session_route_refuse(struct session *s, uint32_t dst,
+    uint32_t mask, const char *why)
+{
+	char a[16], b[16];
+
+	if (s->routes_refused++ < REFUSED_LOG_MAX)
+		log_warnx("refused the route %s/%s the server pushed: %s%s",
+		    ip_str(dst, a), ip_str(mask, b), why,
+		    s->routes_refused == REFUSED_LOG_MAX ?
+		    " (further refusals not logged)" : "");
+}
+
+/* One pushed route: checked, then installed (or updated). */
+static void session_route_one(struct session *s, const struct route_guard *g,
+    uint32_t dst, uint32_t mask, uint32_t next)
 {
 	struct client *c = &s->c;
+	char a[16], b[16], nh[16], why[96];
+	int j;
+
+	if (next == c->addr)
+		return;		/* we are the gateway */
+	if (mask == 0 && dst == 0) {
+		/* The existing Candy's exit node: a full tunnel, which
+		 * keeps our own paths on the underlay (tun_full_tunnel). */
+		if ((next & c->mask) != c->net)
+			session_route_refuse(s, dst, mask, "the gateway is "
+			    "not in the tunnel network");
+		else if (c->full_local && c->full_gw != next)
+			log_info("ignored the server's exit node %s: "
+			    "--exit-node is %s", ip_str(next, a),
+			    ip_str(c->full_gw, b));
+		else
+			client_full_on(c, next, c->full_local);
+		return;
+	}
+	if (route_guard_check(g, dst, mask, why, sizeof(why)) != NULL) {
+		session_route_refuse(s, dst, mask, why);
+		return;
+	}
+	for (j = 0; j < c->nroutes; j++)
+		if (c->routes[j].dst == dst && c->routes[j].mask == mask)
+			break;
+	if (j == SDWAN_MAX) {
+		if (!s->routes_full_logged++)
+			log_warnx("the server pushed more than %d routes: "
+			    "the rest are ignored", SDWAN_MAX);
+		return;
+	}
+	c->routes[j].next = next;
+	if (j < c->nroutes)
+		return;
+	c->routes[j].dst = dst;
+	c->routes[j].mask = mask;
+	c->nroutes++;
+	if (tun_route_add(c->ifname, dst, mask) < 0)
+		log_warn("cannot add route %s/%s", ip_str(dst, a),
+		    ip_str(mask, b));
+	else
+		log_info("route %s/%s via %s", ip_str(dst, a),
+		    ip_str(mask, b), ip_str(next, nh));
+}
+
+/* SD-WAN routes from the server (issue 8: each one checked first). */
+static int session_route(struct session *s, unsigned char *m, size_t len)
+{
+	struct route_guard g;
 	size_t i, count = m[1];
-	char a[16], b[16], nh[16];
 
 	if (len < ROUTE_HDR_LEN + count * ROUTE_ENTRY_LEN)
 		return -1;
+	if (s->state != S_UP || count == 0)
+		return 0;
+	session_guard(s, &g);
 	for (i = 0; i < count; i++) {
 		const unsigned char *e = m + ROUTE_HDR_LEN + i * ROUTE_ENTRY_LEN;
-		uint32_t mask = get32(e + 4), dst = get32(e) & mask;
-		uint32_t next = get32(e + 8);
-		int j;
+		uint32_t mask = get32(e + 4);
 
-		for (j = 0; j < c->nroutes; j++)
-			if (c->routes[j].dst == dst && c->routes[j].mask == mask)
-				break;
-		if (j == SDWAN_MAX || next == c->addr)
-			continue;
-		c->routes[j].dst = dst;
-		c->routes[j].mask = mask;
-		c->routes[j].next = next;
-		if (j < c->nroutes)
-			continue;
-		c->nroutes++;
-		if (tun_route_add(c->ifname, dst, mask) < 0)
-			log_warn("cannot add route %s/%s", ip_str(dst, a),
-			    ip_str(mask, b));
-		else
-			log_info("route %s/%s via %s", ip_str(dst, a),
-			    ip_str(mask, b), ip_str(next, nh));
+		/* Host bits are the server's slip, as Candy tolerates. */
+		session_route_one(s, &g, get32(e) & mask, mask, get32(e + 8));
 	}
 	return 0;
 }
@@ -2130,6 +2362,57 @@ static int session_dispatch(struct session *s, unsigned char *m, size_t len)
 	return 0;
 }
 
+/*
+ * The server closed the connection: say why as precisely as we can.  Our
+ * server and the existing one close without a word on a refusal, so
+ * before an address is granted we list what it may have refused.
+ */
+static void session_closed(struct session *s)
+{
+	const char *why = stream_error(&s->ws.s);
+	char text[160];
+
+	if (why == NULL && s->ws.close_reason[0] != '\0') {
+		snprintf(text, sizeof(text), "the server closed the "
+		    "connection: %s", s->ws.close_reason);
+		why = text;
+	} else if (why == NULL && s->state == S_ASKING) {
+		why = "the server closed the connection before granting an "
+		    "address: wrong password, clock more than 300 s off, "
+		    "no free address, the server full, or the address taken";
+	} else if (why == NULL) {
+		why = "the server closed the connection";
+	}
+	session_end(s, why);
+}
+
+/* Write what the server will take.  A server that takes nothing for
+ * STALL_MS while we have bytes for it is stuck (or hostile): reconnect
+ * rather than stay "up" with a full queue (as the server does with a
+ * client that stops reading). */
+static void session_flush(struct session *s, int64_t now)
+{
+	size_t before, after;
+	const char *why;
+
+	if (s->state < S_OPENING)
+		return;
+	before = s->ws.outlen - s->ws.outpos;
+	if (ws_flush(&s->ws) < 0) {
+		why = stream_error(&s->ws.s);
+		session_end(s, why ? why : "cannot write to the server");
+		return;
+	}
+	after = s->ws.outlen - s->ws.outpos;
+	if (after == 0)
+		s->stall_ms = 0;
+	else if (after < before || s->stall_ms == 0)
+		s->stall_ms = now;
+	else if (now - s->stall_ms > STALL_MS)
+		session_end(s, "the server took no bytes for 30 s "
+		    "(not reading?)");
+}
+
 static void session_read(struct session *s)
 {
 	unsigned char *m;
@@ -2144,20 +2427,16 @@ static void session_read(struct session *s)
 	}
 	for (i = 0; i < READ_BURST; i++) {
 		if ((r = ws_read(&s->ws, &m, &len)) < 0) {
-			const char *why = stream_error(&s->ws.s);
-
-			if (why == NULL)
-				why = s->state == S_ASKING ? "server closed "
-				    "the connection (wrong password?)" :
-				    "server closed the connection";
-			session_end(s, why);
+			session_closed(s);
 			return;
 		}
 		if (s->state == S_OPENING && s->ws.state == WS_OPEN) {
 			session_hello(s);
-			if (s->cfg->has_tun)
-				session_up(s, s->cfg->tun.addr,
-				    s->cfg->tun.prefix);
+			if (s->cfg->has_tun && session_up(s, s->cfg->tun.addr,
+			    s->cfg->tun.prefix) < 0) {
+				session_end(s, "the address was refused");
+				return;
+			}
 		}
 		if (r == 0)
 			break;
@@ -2246,9 +2525,11 @@ static void session_status(struct session *s)
 	int i;
 
 	log_info("status: address %s/%d server %s tx %lu rx %lu dropped %lu "
-	    "ttl-expired %lu", ip_str(c->addr, ip), c->prefix,
+	    "ttl-expired %lu ipip-refused %lu", ip_str(c->addr, ip), c->prefix,
 	    s->state == S_UP ? "up" : "down", c->tx_server, c->rx_server,
-	    c->dropped, c->ttl_expired);
+	    c->dropped, c->ttl_expired, c->ipip_refused);
+	if (c->full_gw != 0)
+		log_info("full tunnel via %s", ip_str(c->full_gw, a));
 	for (i = 0; i < c->nroutes; i++)
 		log_info("sdwan %s/%s via %s", ip_str(c->routes[i].dst, ip),
 		    ip_str(c->routes[i].mask, a), ip_str(c->routes[i].next, b));
@@ -2259,7 +2540,6 @@ static void session_status(struct session *s)
 static void session_shutdown(struct session *s)
 {
 	struct client *c = &s->c;
-	int i;
 
 	log_info("shutting down");
 	if (s->state >= S_OPENING) {
@@ -2267,8 +2547,8 @@ static void session_shutdown(struct session *s)
 		ws_free(&s->ws);
 	}
 	p2p_stop(c);
-	for (i = 0; i < c->nroutes; i++)
-		tun_route_del(c->ifname, c->routes[i].dst, c->routes[i].mask);
+	client_routes_clear(c);
+	client_full_off(c);
 	if (c->tun_fd >= 0)
 		tun_close(c->tun_fd, c->ifname);
 }
@@ -2297,6 +2577,10 @@ static void session_init(struct session *s, const struct config *cfg)
 	session_load_address(s);
 	if (p2p_start(&s->c) < 0)
 		fatalx("cannot start peer-to-peer");
+	if (s->c.p2p.udp_fd >= 0 && tun_socket_mark(s->c.p2p.udp_fd) < 0)
+		log_debug("cannot mark the UDP socket: %s", strerror(errno));
+	/* A full tunnel a killed run left behind (its rules). */
+	tun_full_tunnel(NULL, 0);
 }
 
 void client_run(const struct config *cfg)
@@ -2345,8 +2629,7 @@ void client_run(const struct config *cfg)
 		if (now >= tick)
 			tick = p2p_tick(&s.c, now);
 		session_timers(&s, now);
-		if (s.state >= S_OPENING && ws_flush(&s.ws) < 0)
-			session_end(&s, "write failed");
+		session_flush(&s, now);
 		if (sig_status) {
 			sig_status = 0;
 			session_status(&s);
@@ -2422,11 +2705,13 @@ int session_test_run(const struct config *cfg, unsigned char *const *m,
 	ws_init_client(&s->ws, -1, NULL, "test", "/");
 	s->ws.state = WS_OPEN;
 	c->ws = &s->ws;
-	s->state = S_UP;
-	c->addr = cfg->tun.addr;
-	c->prefix = cfg->tun.prefix;
-	c->mask = prefix_mask(c->prefix);
-	c->net = c->addr & c->mask;
+	s->state = cfg->has_tun ? S_UP : S_ASKING;
+	if (cfg->has_tun) {
+		c->addr = cfg->tun.addr;
+		c->prefix = cfg->tun.prefix;
+		c->mask = prefix_mask(c->prefix);
+		c->net = c->addr & c->mask;
+	}
 	for (i = 0; i < n && session_dispatch(s, m[i], len[i]) == 0; i++)
 		;
 	ws_free(&s->ws);

@@ -210,6 +210,7 @@ struct ws {
 	int64_t last_rx_ms;		/* last frame (any kind) received */
 	int64_t full_since_ms;		/* output queue full since; 0 if not */
 	unsigned long dropped;		/* frames dropped: queue full */
+	char close_reason[64];		/* the peer's close frame said; or "" */
 };
 
 /* Start a connection on a connected socket.  A client queues the HTTP
@@ -271,6 +272,36 @@ char *ip_str(uint32_t ip, char *buf);
 char *cidr_str(const struct cidr *c, char *buf);
 /* True for 10/8, 172.16/12, 192.168/16, 169.254/16. */
 int ip_is_private(uint32_t ip);
+
+/*
+ * What a client accepts from its server (issue 8): a granted address or a
+ * pushed route must leave alone the paths the client depends on.  The
+ * guard holds them; 0 / prefix 0 means unknown.
+ */
+#define GUARD_UNDERLAY_MAX	256	/* local routes consulted */
+#define GUARD_PREFIX_MIN_MASK	0xff000000u	/* /8: wider is refused */
+struct route_guard {
+	uint32_t server;	/* the server's IPv4 address we connect to */
+	uint32_t stun;		/* the STUN server's */
+	uint32_t tun_net, tun_mask;	/* our tunnel network (routes only) */
+	struct cidr underlay[GUARD_UNDERLAY_MAX];	/* OS routes not ours */
+	int nunderlay;
+};
+/*
+ * NULL when the route dst/mask may be installed, else a reason written
+ * into why (and returned).  Refused: a mask that is not a prefix, host
+ * bits, the default route (only a full tunnel may take it), anything
+ * wider than a /8, a network overlapping the tunnel network, 0/8,
+ * loopback, multicast or 240/4, one holding the server's or the STUN
+ * server's address, or one overlapping a local route other than a
+ * default route (our LAN, our underlay's own routes).
+ */
+const char *route_guard_check(const struct route_guard *g, uint32_t dst,
+    uint32_t mask, char *why, size_t whylen);
+/* The same for a granted address/prefix: a host address of a /8../30
+ * network that passes the checks above (the tunnel network aside). */
+const char *route_guard_address(const struct route_guard *g, uint32_t addr,
+    int prefix, char *why, size_t whylen);
 
 #define SDWAN_MAX 256
 struct sdwan_rule {
@@ -391,6 +422,24 @@ int tun_write(int fd, const unsigned char *pkt, size_t len);
 /* Delete the device and the routes through it (Linux, macOS: closing
  * does it; the BSDs: SIOCIFDESTROY). */
 void tun_close(int fd, const char *ifname);
+/*
+ * The IPv4 routes of the main table that do not leave through ifname
+ * (NULL: all), at most max of them into out: the count, or -1 when the
+ * table cannot be read (the BSDs and macOS: not written yet).
+ */
+int tun_routes_read(const char *ifname, struct cidr *out, int max);
+/*
+ * Full tunnel (an exit node) through ifname: on 1 sends every IPv4
+ * destination without a more precise route into the device, except what
+ * our own marked sockets send (tun_socket_mark); on 0 undoes it.  With
+ * ifname NULL and on 0: remove what a killed earlier run left.  0 ok, -1
+ * with errno (EOPNOTSUPP where it is not written).  Linux: policy
+ * routing, table 7331, fwmark 0x7331, rule preferences 7330 and 7331.
+ */
+int tun_full_tunnel(const char *ifname, int on);
+/* Mark a socket of ours so that a full tunnel leaves it on the underlay.
+ * 0 ok (or nothing to do on this OS), -1 with errno. */
+int tun_socket_mark(int fd);
 /* The first IPv4 address of an interface that is up, not loopback, not
  * point-to-point and not ours (name not starting "candy"), or 0. */
 uint32_t if_lan_address(void);
@@ -595,6 +644,7 @@ struct config {
 	char cert[256], key[256];	/* server TLS */
 	char ca[256], pin[128];		/* client TLS */
 	int insecure;
+	uint32_t exit_node;	/* client: full tunnel through it; 0 none */
 };
 
 /*
@@ -627,8 +677,10 @@ void signals_init(void);
  *     message; a protocol error closes it and its next message opens
  *     another.  Returns the connections closed for protocol errors.
  *   session_test_run: a client session that is up with the address
- *     cfg->tun, P2P off.  Returns how many messages were taken before one
- *     ended the session (n: none did).
+ *     cfg->tun (without cfg->has_tun: waiting for the server's EXPTTUN
+ *     answer, and a grant it takes ends the test process, as there is
+ *     no device to create), P2P off.  Returns how many messages were
+ *     taken before one ended the session (n: none did).
  */
 int server_test_run(const struct config *cfg, unsigned char *const *m,
     const size_t *len, const size_t *from, size_t n);
@@ -653,6 +705,16 @@ struct client {
 	unsigned long tx_server, rx_server;	/* FORWARD frames */
 	unsigned long dropped;		/* no way to send, or bad packet */
 	unsigned long ttl_expired;	/* relayed packets whose TTL ran out */
+	/* Full tunnel (an exit node): every destination without a more
+	 * precise route goes IP-in-IP to full_gw; 0 none.  full_local: it
+	 * is --exit-node and outlives sessions; else the server pushed
+	 * 0.0.0.0/0 and it ends with the session. */
+	uint32_t full_gw;
+	int full_local;
+	int full_on;			/* tun_full_tunnel is in place */
+	/* IP-in-IP whose inner source is neither the outer source nor
+	 * behind it by a route we hold: dropped (issue 8). */
+	unsigned long ipip_refused;
 };
 
 /*

@@ -134,6 +134,129 @@ int ip_is_private(uint32_t ip)
 	    (ip & 0xffff0000) == 0xa9fe0000;
 }
 
+/* ---- What a server may grant or push (client side). ---- */
+
+/* 1 when a/am and b/bm share an address: the shorter prefix holds the
+ * other's network. */
+static int net_overlap(uint32_t a, uint32_t am, uint32_t b, uint32_t bm)
+{
+	uint32_t m = am & bm;	/* the shorter of two contiguous masks */
+
+	return (a & m) == (b & m);
+}
+
+/* A contiguous mask: ones, then zeros. */
+static int mask_ok(uint32_t mask)
+{
+	return (~mask & (~mask + 1)) == 0;
+}
+
+/*
+ * Ranges no tunnel route or address may touch: they are never a remote
+ * network (RFC 1122 3.2.1.3 "this network" and loopback, RFC 5771
+ * multicast, RFC 1112 class E and the limited broadcast).
+ */
+static const struct {
+	uint32_t net, mask;
+	const char *what;
+} guard_reserved[] = {
+	{ 0x00000000, 0xff000000, "\"this network\" 0.0.0.0/8" },
+	{ 0x7f000000, 0xff000000, "loopback 127.0.0.0/8" },
+	{ 0xe0000000, 0xf0000000, "multicast 224.0.0.0/4" },
+	{ 0xf0000000, 0xf0000000, "reserved 240.0.0.0/4" },
+};
+
+/* The checks shared by a route and the tunnel network: dst/mask, with
+ * mask contiguous, must leave every path we depend on alone. */
+static const char *guard_net(const struct route_guard *g, uint32_t dst,
+    uint32_t mask, char *why, size_t whylen)
+{
+	char a[16];
+	size_t i;
+	int k;
+
+	for (i = 0; i < sizeof(guard_reserved) / sizeof(guard_reserved[0]);
+	    i++)
+		if (net_overlap(dst, mask, guard_reserved[i].net,
+		    guard_reserved[i].mask)) {
+			snprintf(why, whylen, "overlaps %s",
+			    guard_reserved[i].what);
+			return why;
+		}
+	if (g->server != 0 && (g->server & mask) == dst) {
+		snprintf(why, whylen, "covers the server %s",
+		    ip_str(g->server, a));
+		return why;
+	}
+	if (g->stun != 0 && (g->stun & mask) == dst) {
+		snprintf(why, whylen, "covers the STUN server %s",
+		    ip_str(g->stun, a));
+		return why;
+	}
+	for (k = 0; k < g->nunderlay; k++) {
+		const struct cidr *u = &g->underlay[k];
+
+		/* Under a default route every network is: only a network
+		 * the underlay reaches more precisely is ours to keep. */
+		if (u->prefix == 0 ||
+		    !net_overlap(dst, mask, u->addr, prefix_mask(u->prefix)))
+			continue;
+		snprintf(why, whylen, "overlaps the local route %s/%d",
+		    ip_str(u->addr, a), u->prefix);
+		return why;
+	}
+	return NULL;
+}
+
+/* see candy.h */
+const char *route_guard_check(const struct route_guard *g, uint32_t dst,
+    uint32_t mask, char *why, size_t whylen)
+{
+	char a[16];
+
+	if (!mask_ok(mask)) {
+		snprintf(why, whylen, "mask %s is not a prefix",
+		    ip_str(mask, a));
+		return why;
+	}
+	if ((dst & mask) != dst) {
+		snprintf(why, whylen, "host bits set");
+		return why;
+	}
+	if (mask == 0) {
+		snprintf(why, whylen, "a default route is only taken as a "
+		    "full tunnel");
+		return why;
+	}
+	if (mask < GUARD_PREFIX_MIN_MASK) {
+		snprintf(why, whylen, "wider than a /8");
+		return why;
+	}
+	if (g->tun_mask != 0 && net_overlap(dst, mask, g->tun_net,
+	    g->tun_mask)) {
+		snprintf(why, whylen, "overlaps the tunnel network");
+		return why;
+	}
+	return guard_net(g, dst, mask, why, whylen);
+}
+
+/* see candy.h */
+const char *route_guard_address(const struct route_guard *g, uint32_t addr,
+    int prefix, char *why, size_t whylen)
+{
+	uint32_t mask = prefix_mask(prefix);
+
+	if (prefix < 8 || prefix > 30) {
+		snprintf(why, whylen, "prefix /%d outside /8../30", prefix);
+		return why;
+	}
+	if ((addr & ~mask) == 0 || (addr & ~mask) == ~mask) {
+		snprintf(why, whylen, "the network or broadcast address");
+		return why;
+	}
+	return guard_net(g, addr & mask, mask, why, whylen);
+}
+
 /* ---- SD-WAN rules: "dev,dst,next;dev,dst,next;..." (PROTOCOL 2.7). ---- */
 
 static int is_space(char ch)

@@ -36,6 +36,9 @@
 
 #if defined(__linux__)
 #include <net/route.h>
+#include <linux/fib_rules.h>
+#include <linux/netlink.h>
+#include <linux/rtnetlink.h>
 /* From <linux/if_tun.h>, which needs kernel headers musl builds lack. */
 #ifndef TUNSETIFF
 #define TUNSETIFF	_IOW('T', 202, int)
@@ -278,6 +281,277 @@ void tun_close(int fd, const char *ifname)
 {
 	(void)ifname;
 	close(fd);
+}
+
+/*
+ * rtnetlink (rtnetlink(7)), for what the ioctls cannot do: read the
+ * routing table, and routes and rules outside the main table.
+ */
+#define NL_BUF_SIZE	16384
+#define NL_DEL_MAX	16	/* copies of one rule a sweep removes */
+
+struct nl_req {
+	struct nlmsghdr h;
+	union {
+		struct rtmsg rt;
+		struct fib_rule_hdr fr;
+	} u;
+	unsigned char attrs[64];
+};
+
+static void nl_attr_put(struct nl_req *r, unsigned short type,
+    const void *data, size_t len)
+{
+	struct rtattr *a = (struct rtattr *)(void *)
+	    ((unsigned char *)r + NLMSG_ALIGN(r->h.nlmsg_len));
+
+	a->rta_type = type;
+	a->rta_len = (unsigned short)RTA_LENGTH(len);
+	memcpy(RTA_DATA(a), data, len);
+	r->h.nlmsg_len = NLMSG_ALIGN(r->h.nlmsg_len) + RTA_ALIGN(a->rta_len);
+}
+
+static void nl_attr_put32(struct nl_req *r, unsigned short type, uint32_t v)
+{
+	nl_attr_put(r, type, &v, sizeof(v));
+}
+
+static int nl_open(void)
+{
+	struct sockaddr_nl sa;
+	int s;
+
+	if ((s = socket(AF_NETLINK, SOCK_RAW | SOCK_CLOEXEC,
+	    NETLINK_ROUTE)) < 0)
+		return -1;
+	memset(&sa, 0, sizeof(sa));
+	sa.nl_family = AF_NETLINK;
+	if (bind(s, (struct sockaddr *)&sa, sizeof(sa)) < 0) {
+		close_keep_errno(s);
+		return -1;
+	}
+	return s;
+}
+
+/*
+ * Send one request with an acknowledgement asked for and read the answer:
+ * 0 when the kernel said yes, -1 with errno its error.  Blocking, but the
+ * kernel answers at once.
+ */
+static int nl_talk(struct nl_req *r)
+{
+	static unsigned char buf[NL_BUF_SIZE];
+	struct nlmsghdr *h;
+	ssize_t n;
+	int s, err = EPROTO, len;
+
+	r->h.nlmsg_flags |= NLM_F_REQUEST | NLM_F_ACK;
+	r->h.nlmsg_seq = 1;
+	if ((s = nl_open()) < 0)
+		return -1;
+	if (send(s, r, r->h.nlmsg_len, 0) < 0 ||
+	    (n = recv(s, buf, sizeof(buf), 0)) < 0) {
+		close_keep_errno(s);
+		return -1;
+	}
+	close(s);
+	h = (struct nlmsghdr *)(void *)buf;
+	len = (int)n;
+	if (NLMSG_OK(h, len) && h->nlmsg_type == NLMSG_ERROR &&
+	    h->nlmsg_len >= NLMSG_LENGTH(sizeof(struct nlmsgerr))) {
+		err = -((struct nlmsgerr *)NLMSG_DATA(h))->error;
+		if (err == 0)
+			return 0;
+	}
+	errno = err;
+	return -1;
+}
+
+/* A main-table IPv4 route message: its destination network and whether
+ * it leaves through the interface with index skip (then 0 is returned). */
+static int nl_route_parse(struct nlmsghdr *h, int skip, struct cidr *out)
+{
+	struct rtmsg *rt = NLMSG_DATA(h);
+	struct rtattr *a;
+	int len = (int)RTM_PAYLOAD(h), oif = 0;
+	uint32_t dst = 0, table;
+
+	if (h->nlmsg_type != RTM_NEWROUTE || rt->rtm_family != AF_INET ||
+	    rt->rtm_type != RTN_UNICAST)
+		return 0;
+	table = rt->rtm_table;
+	for (a = RTM_RTA(rt); RTA_OK(a, len); a = RTA_NEXT(a, len)) {
+		if (a->rta_type == RTA_OIF && RTA_PAYLOAD(a) >= 4)
+			memcpy(&oif, RTA_DATA(a), 4);
+		else if (a->rta_type == RTA_DST && RTA_PAYLOAD(a) >= 4)
+			memcpy(&dst, RTA_DATA(a), 4);
+		else if (a->rta_type == RTA_TABLE && RTA_PAYLOAD(a) >= 4)
+			memcpy(&table, RTA_DATA(a), 4);
+	}
+	if (table != RT_TABLE_MAIN || (skip != 0 && oif == skip))
+		return 0;
+	out->addr = ntohl(dst);
+	out->prefix = rt->rtm_dst_len;
+	return 1;
+}
+
+/* see candy.h */
+int tun_routes_read(const char *ifname, struct cidr *out, int max)
+{
+	static unsigned char buf[NL_BUF_SIZE];
+	struct nl_req r;
+	struct nlmsghdr *h;
+	ssize_t n;
+	int s, count = 0, done = 0, skip, i, len;
+
+	skip = ifname != NULL ? (int)if_nametoindex(ifname) : 0;
+	memset(&r, 0, sizeof(r));
+	r.h.nlmsg_len = NLMSG_LENGTH(sizeof(struct rtmsg));
+	r.h.nlmsg_type = RTM_GETROUTE;
+	r.h.nlmsg_flags = NLM_F_REQUEST | NLM_F_DUMP;
+	r.h.nlmsg_seq = 1;
+	r.u.rt.rtm_family = AF_INET;
+	if ((s = nl_open()) < 0)
+		return -1;
+	if (send(s, &r, r.h.nlmsg_len, 0) < 0) {
+		close_keep_errno(s);
+		return -1;
+	}
+	/* A dump ends with NLMSG_DONE; bounded by the table's size, which
+	 * the kernel sends once.  Routes past max are read and dropped. */
+	for (i = 0; !done && i < 100000; i++) {
+		if ((n = recv(s, buf, sizeof(buf), 0)) <= 0) {
+			close_keep_errno(s);
+			return -1;
+		}
+		len = (int)n;
+		for (h = (struct nlmsghdr *)(void *)buf; NLMSG_OK(h, len);
+		    h = NLMSG_NEXT(h, len)) {
+			if (h->nlmsg_type == NLMSG_DONE ||
+			    h->nlmsg_type == NLMSG_ERROR) {
+				done = 1;
+				break;
+			}
+			if (count < max && nl_route_parse(h, skip, &out[count]))
+				count++;
+		}
+	}
+	close(s);
+	return count;
+}
+
+/*
+ * The full tunnel (an exit node), by policy routing as wg-quick does:
+ *
+ *   ip route add default dev IF table TUN_FULL_TABLE
+ *   ip rule add pref TUN_FULL_PREF     table main suppress_prefixlength 0
+ *   ip rule add pref TUN_FULL_PREF + 1 not fwmark TUN_FULL_MARK
+ *       table TUN_FULL_TABLE
+ *
+ * and our own sockets (server, STUN, peers) carry the mark.  Chosen over
+ * 0.0.0.0/1 + 128.0.0.0/1 with host routes via the underlay because the
+ * mark follows every socket we open, whatever address it talks to: the
+ * peers' endpoints come and go, move with NAT, and each would need its
+ * own host route (added before the first datagram, removed later, found
+ * again after a crash); with the mark there is nothing per address.  The
+ * main table keeps every route more precise than a default (the LAN).
+ * What it leaves behind a SIGKILL: the route goes with the device; the
+ * two rules stay, harmless (they point to an empty table) and tagged
+ * with protocol TUN_FULL_PROTO, and the next start removes them.
+ */
+#define TUN_FULL_TABLE	7331
+#define TUN_FULL_MARK	0x7331
+#define TUN_FULL_PREF	7330
+#define TUN_FULL_PROTO	73	/* rt_protos: unassigned */
+
+static void nl_rule_init(struct nl_req *r, int type, int pref, int flags)
+{
+	unsigned char proto = TUN_FULL_PROTO;
+
+	memset(r, 0, sizeof(*r));
+	r->h.nlmsg_len = NLMSG_LENGTH(sizeof(struct fib_rule_hdr));
+	r->h.nlmsg_type = (unsigned short)type;
+	r->h.nlmsg_flags = type == RTM_NEWRULE ? NLM_F_CREATE | NLM_F_EXCL : 0;
+	r->u.fr.family = AF_INET;
+	r->u.fr.action = FR_ACT_TO_TBL;
+	r->u.fr.flags = (unsigned)flags;
+	r->u.fr.table = RT_TABLE_UNSPEC;
+	nl_attr_put32(r, FRA_PRIORITY, (uint32_t)pref);
+	nl_attr_put(r, FRA_PROTOCOL, &proto, 1);
+}
+
+/* The two rules, added (type RTM_NEWRULE) or deleted. */
+static int tun_full_rules(int type)
+{
+	struct nl_req r;
+	int ok = 0;
+
+	nl_rule_init(&r, type, TUN_FULL_PREF, 0);
+	nl_attr_put32(&r, FRA_TABLE, RT_TABLE_MAIN);
+	nl_attr_put32(&r, FRA_SUPPRESS_PREFIXLEN, 0);
+	if (nl_talk(&r) < 0 && !(type == RTM_NEWRULE && errno == EEXIST))
+		ok = -1;
+	nl_rule_init(&r, type, TUN_FULL_PREF + 1, FIB_RULE_INVERT);
+	nl_attr_put32(&r, FRA_TABLE, TUN_FULL_TABLE);
+	nl_attr_put32(&r, FRA_FWMARK, TUN_FULL_MARK);
+	nl_attr_put32(&r, FRA_FWMASK, 0xffffffffu);
+	if (nl_talk(&r) < 0 && !(type == RTM_NEWRULE && errno == EEXIST))
+		ok = -1;
+	return ok;
+}
+
+/* The default route of our table through the device. */
+static int tun_full_route(int type, const char *ifname)
+{
+	struct nl_req r;
+	unsigned oif = if_nametoindex(ifname);
+
+	if (oif == 0)
+		return -1;
+	memset(&r, 0, sizeof(r));
+	r.h.nlmsg_len = NLMSG_LENGTH(sizeof(struct rtmsg));
+	r.h.nlmsg_type = (unsigned short)type;
+	r.h.nlmsg_flags = type == RTM_NEWROUTE ? NLM_F_CREATE | NLM_F_REPLACE :
+	    0;
+	r.u.rt.rtm_family = AF_INET;
+	r.u.rt.rtm_table = RT_TABLE_UNSPEC;
+	r.u.rt.rtm_protocol = TUN_FULL_PROTO;
+	r.u.rt.rtm_scope = RT_SCOPE_LINK;
+	r.u.rt.rtm_type = RTN_UNICAST;
+	nl_attr_put32(&r, RTA_TABLE, TUN_FULL_TABLE);
+	nl_attr_put32(&r, RTA_OIF, oif);
+	return nl_talk(&r);
+}
+
+/* see candy.h */
+int tun_full_tunnel(const char *ifname, int on)
+{
+	int i;
+
+	if (on) {
+		if (tun_full_route(RTM_NEWROUTE, ifname) < 0)
+			return -1;
+		if (tun_full_rules(RTM_NEWRULE) < 0) {
+			tun_full_tunnel(ifname, 0);
+			return -1;
+		}
+		return 0;
+	}
+	/* Off, or the sweep at start (ifname NULL): every copy goes. */
+	for (i = 0; i < NL_DEL_MAX && tun_full_rules(RTM_DELRULE) == 0; i++)
+		;
+	if (ifname != NULL && tun_full_route(RTM_DELROUTE, ifname) < 0 &&
+	    errno != ESRCH && errno != ENODEV)
+		return -1;
+	return 0;
+}
+
+/* see candy.h */
+int tun_socket_mark(int fd)
+{
+	int mark = TUN_FULL_MARK;
+
+	return setsockopt(fd, SOL_SOCKET, SO_MARK, &mark, sizeof(mark));
 }
 
 #else
@@ -624,6 +898,35 @@ static void tun_destroy(const char *ifname)
 	errno = e;
 }
 #endif
+
+/* see candy.h.  XXX not written for the BSDs and macOS yet (a PF_ROUTE
+ * RTM_GET dump, sysctl NET_RT_DUMP): the table is unknown. */
+int tun_routes_read(const char *ifname, struct cidr *out, int max)
+{
+	(void)ifname;
+	(void)out;
+	(void)max;
+	return -1;
+}
+
+/* see candy.h.  XXX no full tunnel on the BSDs and macOS yet: it would be
+ * 0/1 + 128/1 through the device plus host routes via the underlay, or
+ * setfib/rtable for our sockets. */
+int tun_full_tunnel(const char *ifname, int on)
+{
+	(void)ifname;
+	if (!on)
+		return 0;
+	errno = EOPNOTSUPP;
+	return -1;
+}
+
+/* see candy.h: no marks here (see tun_full_tunnel). */
+int tun_socket_mark(int fd)
+{
+	(void)fd;
+	return 0;
+}
 
 /* see candy.h: routes through the device go with it. */
 void tun_close(int fd, const char *ifname)

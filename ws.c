@@ -492,6 +492,7 @@ static void ws_init(struct ws *w, int fd, struct tls *tls, int client)
 	w->last_rx_ms = now_ms();
 	w->full_since_ms = 0;
 	w->dropped = 0;
+	w->close_reason[0] = '\0';
 }
 
 /* see candy.h */
@@ -613,8 +614,16 @@ static int client_upgrade(struct ws *w)
  * status code as RFC 6455 §5.5.1 suggests. */
 static void close_received(struct ws *w, const unsigned char *p, size_t n)
 {
+	size_t i, k = 0;
+
 	if (n >= 2)
 		log_debug("WebSocket close %u", get16(p));
+	/* §5.5.1: the reason is UTF-8 for people; we keep printable ASCII
+	 * only, so that it can go into our log as it is. */
+	for (i = 2; i < n && k + 1 < sizeof(w->close_reason); i++)
+		w->close_reason[k++] = p[i] >= 0x20 && p[i] < 0x7f ?
+		    (char)p[i] : '?';
+	w->close_reason[k] = '\0';
 	if (w->state == WS_OPEN) {
 		out_frame(w, WS_CLOSE, p, n >= 2 ? 2 : 0);
 		w->state = WS_CLOSING;

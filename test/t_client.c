@@ -3,6 +3,7 @@
  * packets, SD-WAN IP-in-IP wrapping and unwrapping, bad packets dropped.
  * The TUN device is a pipe.
  */
+#include <stdio.h>
 #include <string.h>
 #include <unistd.h>
 
@@ -115,6 +116,130 @@ static void test_client_bad(void)
 	CHECK(c.dropped == before + 4, "a short packet from the TUN is dropped");
 }
 
+/* pkt (28 bytes at p) wrapped from outer source gw to us, at p - 20. */
+static unsigned char *ipip_from(unsigned char *p, uint32_t gw)
+{
+	unsigned char *h = p - 20;
+
+	memcpy(h, p, 20);
+	h[9] = 4;
+	put16(h + 2, 48);
+	put32(h + 12, gw);
+	put32(h + 16, SELF);
+	put16(h + 10, 0);
+	return h;
+}
+
+/* Issue 8: a client may not forge a source through IP-in-IP. */
+static void test_client_ipip_spoof(void)
+{
+	static const struct {
+		const char *what;
+		uint32_t gw, src;
+		int ok;
+	} t[] = {
+		{ "from the gateway for a host of its LAN", GW, 0xc0a83202, 1 },
+		{ "from a client for its own address", 0xac1f0005, 0xac1f0005,
+		    1 },
+		{ "from a client (not a gateway) claiming 8.8.8.8",
+		    0xac1f0005, 0x08080808, 0 },
+		{ "from a client claiming another client's address",
+		    0xac1f0005, 0xac1f0006, 0 },
+		{ "from a client claiming a host of the gateway's LAN",
+		    0xac1f0005, 0xc0a83202, 0 },
+		{ "from the gateway claiming a source outside its LAN", GW,
+		    0x0a000001, 0 },
+	};
+	unsigned char got[64], *p;
+	unsigned long before;
+	char name[128];
+	ssize_t n;
+	size_t i;
+
+	c.routes[0].dst = 0xc0a83200;
+	c.routes[0].mask = 0xffffff00;
+	c.routes[0].next = GW;
+	c.nroutes = 1;
+	for (i = 0; i < sizeof(t) / sizeof(t[0]); i++) {
+		before = c.ipip_refused;
+		p = packet(t[i].src, SELF, 64);
+		client_deliver(&c, ipip_from(p, t[i].gw), 48);
+		snprintf(name, sizeof(name), "IP-in-IP %s: %s", t[i].what,
+		    t[i].ok ? "delivered" : "dropped and counted");
+		if (t[i].ok) {
+			n = read(tun[0], got, sizeof(got));
+			CHECK(n == 28 && c.ipip_refused == before, name);
+		} else {
+			CHECK(c.ipip_refused == before + 1, name);
+		}
+	}
+	/* The exit node may send from anywhere. */
+	c.full_gw = GW;
+	p = packet(0x08080808, SELF, 64);
+	client_deliver(&c, ipip_from(p, GW), 48);
+	n = read(tun[0], got, sizeof(got));
+	CHECK(n == 28, "IP-in-IP from our exit node for 8.8.8.8: delivered");
+	c.full_gw = 0;
+	c.nroutes = 0;
+}
+
+/* Longest route wins; a full tunnel takes the rest but never the tunnel
+ * network, multicast or broadcast. */
+static void test_client_gateway(void)
+{
+	unsigned char *p;
+
+	c.routes[0].dst = 0xc0a80000;		/* 192.168.0.0/16 via .9 */
+	c.routes[0].mask = 0xffff0000;
+	c.routes[0].next = GW;
+	c.routes[1].dst = 0xc0a83200;		/* 192.168.50.0/24 via .8 */
+	c.routes[1].mask = 0xffffff00;
+	c.routes[1].next = 0xac1f0008;
+	c.nroutes = 2;
+	p = packet(SELF, 0xc0a83202, 64);
+	client_route(&c, p, 28, 0);
+	CHECK(p[-20 + 9] == 4 && get32(p - 20 + 16) == 0xac1f0008,
+	    "the longer route 192.168.50.0/24 wins over 192.168.0.0/16");
+	c.nroutes = 0;
+	c.full_gw = GW;
+	p = packet(SELF, 0x08080808, 64);
+	client_route(&c, p, 28, 0);
+	CHECK(p[-20 + 9] == 4 && get32(p - 20 + 16) == GW,
+	    "full tunnel: 8.8.8.8 goes IP-in-IP to the exit node");
+	p = packet(SELF, 0xac1f0007, 64);
+	memset(p - 20, 0, 20);
+	client_route(&c, p, 28, 0);
+	CHECK(p[-20] == 0, "full tunnel: a peer 172.31.0.7 is not wrapped");
+	p = packet(SELF, 0xffffffff, 64);
+	memset(p - 20, 0, 20);
+	client_route(&c, p, 28, 0);
+	CHECK(p[-20] == 0, "full tunnel: 255.255.255.255 is not wrapped");
+	c.full_gw = 0;
+}
+
+/* Issue 8: a grant the client cannot use ends the session, not the
+ * process (before, the kernel refused it and fatalx ran). */
+static void test_client_bad_grant(void)
+{
+	static const char *bad[] = {
+		"0.0.0.0/8", "224.0.0.5/24", "127.0.0.9/8", "0.0.0.7/30",
+		"172.31.0.255/24",
+	};
+	static struct config cfg;
+	unsigned char m[EXPTTUN_LEN], *mp = m;
+	size_t len, i;
+	char name[96];
+
+	cfg.mode = MODE_CLIENT;
+	strcpy(cfg.password, "pw");
+	for (i = 0; i < sizeof(bad) / sizeof(bad[0]); i++) {
+		len = msg_expttun_build(m, "pw", bad[i], wall_s(), 0);
+		snprintf(name, sizeof(name), "a grant of %s ends the session "
+		    "(the client lives on)", bad[i]);
+		CHECK(session_test_run(&cfg, &mp, &len, 1) == 0, name);
+	}
+}
+
 void test_client(void)
 {
 	static struct config cfg;
@@ -134,6 +259,9 @@ void test_client(void)
 	test_client_ttl();
 	test_client_sdwan();
 	test_client_bad();
+	test_client_ipip_spoof();
+	test_client_gateway();
+	test_client_bad_grant();
 	close(tun[0]);
 	close(tun[1]);
 }

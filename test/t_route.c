@@ -263,9 +263,93 @@ static void test_route_alloc(void)
 	}
 }
 
+/*
+ * What a client takes from its server (issue 8): a client on the LAN
+ * 10.77.0.0/24 with a default route, the server at 10.77.0.1 (also
+ * 203.0.113.7 for the cases where the LAN does not hold it), STUN at
+ * 198.51.100.3, the tunnel 172.31.0.0/24.
+ */
+static void test_route_guard(void)
+{
+	static const struct {
+		const char *what;
+		uint32_t dst, mask;
+		int ok;
+	} r[] = {
+		{ "a LAN behind a gateway, 192.168.50.0/24", 0xc0a83200,
+		    0xffffff00, 1 },
+		{ "10.0.0.0/8 around our LAN", 0x0a000000, 0xff000000, 0 },
+		{ "our LAN 10.77.0.0/24 itself", 0x0a4d0000, 0xffffff00, 0 },
+		{ "half our LAN, 10.77.0.128/25", 0x0a4d0080, 0xffffff80, 0 },
+		{ "the server's host route 203.0.113.7/32", 0xcb007107,
+		    0xffffffff, 0 },
+		{ "203.0.113.0/24 holding the server", 0xcb007100,
+		    0xffffff00, 0 },
+		{ "203.0.112.0/24 next to it", 0xcb007000, 0xffffff00, 1 },
+		{ "the STUN server's network", 0xc6336400, 0xffffff00, 0 },
+		{ "0.0.0.0/0 (a full tunnel only)", 0, 0, 0 },
+		{ "0.0.0.0/1", 0, 0x80000000, 0 },
+		{ "128.0.0.0/1", 0x80000000, 0x80000000, 0 },
+		{ "44.0.0.0/7, wider than a /8", 0x2c000000, 0xfe000000, 0 },
+		{ "44.0.0.0/8", 0x2c000000, 0xff000000, 1 },
+		{ "0.0.0.0/8", 0, 0xff000000, 0 },
+		{ "loopback 127.0.0.0/8", 0x7f000000, 0xff000000, 0 },
+		{ "127.0.0.1/32", 0x7f000001, 0xffffffff, 0 },
+		{ "multicast 224.0.0.0/24", 0xe0000000, 0xffffff00, 0 },
+		{ "255.255.255.255/32", 0xffffffff, 0xffffffff, 0 },
+		{ "the tunnel network 172.31.0.0/24", 0xac1f0000,
+		    0xffffff00, 0 },
+		{ "172.16.0.0/12 around the tunnel", 0xac100000, 0xfff00000, 0 },
+		{ "a non-contiguous mask", 0xc0a80000, 0xffff00ff, 0 },
+	};
+	struct route_guard g;
+	char why[96], name[160];
+	const char *got;
+	size_t i;
+
+	memset(&g, 0, sizeof(g));
+	g.server = 0xcb007107;
+	g.stun = 0xc6336403;
+	g.tun_net = 0xac1f0000;
+	g.tun_mask = 0xffffff00;
+	g.underlay[0].addr = 0;			/* default via the LAN */
+	g.underlay[0].prefix = 0;
+	g.underlay[1].addr = 0x0a4d0000;	/* 10.77.0.0/24 */
+	g.underlay[1].prefix = 24;
+	g.nunderlay = 2;
+	for (i = 0; i < sizeof(r) / sizeof(r[0]); i++) {
+		got = route_guard_check(&g, r[i].dst, r[i].mask, why,
+		    sizeof(why));
+		snprintf(name, sizeof(name), "guard: route %s %s%s%s",
+		    r[i].what, r[i].ok ? "taken" : "refused", got ? ": " : "",
+		    got ? got : "");
+		CHECK((got == NULL) == r[i].ok, name);
+	}
+
+	/* Granted addresses: the tunnel network is ours to choose. */
+	g.tun_net = g.tun_mask = 0;
+	CHECK(route_guard_address(&g, 0xac1f0002, 24, why, sizeof(why)) ==
+	    NULL, "guard: grant 172.31.0.2/24 taken");
+	CHECK(route_guard_address(&g, 0x00000005, 8, why, sizeof(why)) !=
+	    NULL, "guard: grant 0.0.0.5/8 refused (0/8)");
+	CHECK(route_guard_address(&g, 0xe0000005, 24, why, sizeof(why)) !=
+	    NULL, "guard: grant 224.0.0.5/24 refused (multicast)");
+	CHECK(route_guard_address(&g, 0x0a4d0063, 24, why, sizeof(why)) !=
+	    NULL, "guard: grant 10.77.0.99/24 refused (our LAN)");
+	CHECK(route_guard_address(&g, 0xcb007163, 24, why, sizeof(why)) !=
+	    NULL, "guard: grant 203.0.113.99/24 refused (holds the server)");
+	CHECK(route_guard_address(&g, 0x0b000001, 4, why, sizeof(why)) !=
+	    NULL, "guard: grant 11.0.0.1/4 refused (wider than /8)");
+	CHECK(route_guard_address(&g, 0xac1f00ff, 24, why, sizeof(why)) !=
+	    NULL, "guard: grant of a broadcast address refused");
+	CHECK(route_guard_address(&g, 0x7f000002, 24, why, sizeof(why)) !=
+	    NULL, "guard: grant 127.0.0.2/24 refused (loopback)");
+}
+
 void test_route(void)
 {
 	test_route_parse();
 	test_route_sdwan();
 	test_route_alloc();
+	test_route_guard();
 }
