@@ -1626,6 +1626,7 @@ struct session {
 	uint32_t server_ip;	/* the server's IPv4 address; 0 IPv6 */
 	int routes_refused;	/* this session: for the log */
 	int routes_full_logged;	/* "more than SDWAN_MAX" said once */
+	const char *why;	/* a handler's reason to end the session */
 	char vmac[17];
 	struct cidr want;	/* the address to ask for: cached or static */
 	char ping[128];		/* candy::OS::VERSION::HOSTNAME */
@@ -1998,6 +1999,7 @@ static void session_end(struct session *s, const char *why)
 		close(s->fd);
 	s->fd = -1;
 	s->c.ws = NULL;
+	s->why = NULL;
 	client_routes_clear(&s->c);
 	if (s->ai_list != NULL) {
 		freeaddrinfo(s->ai_list);
@@ -2174,8 +2176,10 @@ static int session_up(struct session *s, uint32_t addr, int prefix)
 	char text[20];
 	size_t n;
 
-	if (client_tun_up(&s->c, s->cfg, addr, prefix) < 0)
+	if (client_tun_up(&s->c, s->cfg, addr, prefix) < 0) {
+		s->why = "the system refused the address";
 		return -1;
+	}
 	n = msg_auth_build(m, s->cfg->password, addr, wall_s(),
 	    rand_below(PAD_MAX + 1));
 	session_send(s, WS_BINARY, m, n);
@@ -2216,6 +2220,7 @@ static int session_expttun(struct session *s, unsigned char *m, size_t len)
 	    sizeof(reason)) != NULL) {
 		log_warnx("refused the address %s the server granted: %s",
 		    cidr_str(&got, text), reason);
+		s->why = "the granted address was refused";
 		return -1;
 	}
 	return session_up(s, got.addr, got.prefix);
@@ -2434,14 +2439,14 @@ static void session_read(struct session *s)
 			session_hello(s);
 			if (s->cfg->has_tun && session_up(s, s->cfg->tun.addr,
 			    s->cfg->tun.prefix) < 0) {
-				session_end(s, "the address was refused");
+				session_end(s, s->why);
 				return;
 			}
 		}
 		if (r == 0)
 			break;
 		if (session_dispatch(s, m, len) < 0) {
-			session_end(s, "protocol error");
+			session_end(s, s->why ? s->why : "protocol error");
 			return;
 		}
 	}

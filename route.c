@@ -250,11 +250,13 @@ const char *route_guard_address(const struct route_guard *g, uint32_t addr,
 		snprintf(why, whylen, "prefix /%d outside /8../30", prefix);
 		return why;
 	}
+	if (guard_net(g, addr & mask, mask, why, whylen) != NULL)
+		return why;
 	if ((addr & ~mask) == 0 || (addr & ~mask) == ~mask) {
 		snprintf(why, whylen, "the network or broadcast address");
 		return why;
 	}
-	return guard_net(g, addr & mask, mask, why, whylen);
+	return NULL;
 }
 
 /* ---- SD-WAN rules: "dev,dst,next;dev,dst,next;..." (PROTOCOL 2.7). ---- */

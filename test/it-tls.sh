@@ -174,6 +174,8 @@ refused() {
 	check "$1: retries after the refusal" wait_until 10 eval \
 	    "[ \$(grep -c 'certificate refused' '$(log_of "$1")') -ge 2 ]"
 	check "$1: no address" eval "[ -z \"\$(addr_of $1)\" ]"
+	check "$1: every failed attempt names \"$3\" (never \"write failed\")" \
+	    eval "! grep 'cannot connect' '$(log_of "$1")' | grep -vqF -- '$3'"
 }
 client refs refs 8445 --ca "$K/ca.pem"
 client refe refe 8446 --ca "$K/ca.pem"

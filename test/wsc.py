@@ -8,7 +8,17 @@
 #   slow HOST PORT PW IP SECS             authenticate as IP, then never read:
 #       a ping every 2 s, until the server closes or SECS pass; prints
 #       "closed after N s" or "open"
-import base64, hashlib, os, socket, struct, sys, time
+#   ipip HOST PORT PW MYIP SRCIP DSTIP    authenticate as MYIP, then send
+#       IP-in-IP to DSTIP: inner UDP port 9998 from MYIP, 9999 from SRCIP
+#   server PORT PW GRANTS ROUTES MODE     a hostile server, one connection
+#       at a time: grants the cidrs of GRANTS (comma-separated) to the
+#       connections in turn (the last one repeats; "-": closes instead),
+#       pushes ROUTES (dst/prefix>next,...; "-" none) to the first client
+#       that authenticates, then MODE: serve (reads, pings every 10 s),
+#       noread (never reads again, pings every 2 s), close:TEXT (a close
+#       frame with TEXT instead of the grant), drop:SECS (serve, close
+#       after SECS).  Prints "conn N" and "auth IP" as they happen.
+import base64, hashlib, os, select, socket, struct, sys, time
 
 GUID = b"258EAFA5-E914-47DA-95CA-C5AB0DC85B11"
 
@@ -213,18 +223,179 @@ def cmd_slow(host, port, pw, ip, secs):
     return 0
 
 
+def cmd_ipip(host, port, pw, me, src, dst):
+    c, _ = login(host, port, pw, me)
+    if c.closed_within(1.5):
+        print("login: closed")
+        return 2
+    print("login: accepted")
+    for _ in range(3):
+        for sport, inner_src in ((9998, me), (9999, src)):
+            inner = udp_packet(inner_src, dst, sport, b"ipip")
+            outer = struct.pack(">BBHHHBBH4s4s", 0x45, 0, 20 + len(inner),
+                                1, 0, 64, 4, 0, ip4(me), ip4(dst))
+            outer = outer[:10] + struct.pack(">H", csum(outer)) + outer[12:]
+            c.send(b"\x01" + outer + inner)
+    closed = c.closed_within(1)
+    print("after: " + ("closed" if closed else "open"))
+    return 0
+
+
+class Served:
+    """The server side of one WebSocket connection (frames from a client
+    are masked)."""
+
+    def __init__(self, s):
+        self.s = s
+        self.buf = b""
+        deadline = time.time() + 5
+        while b"\r\n\r\n" not in self.buf:
+            self.more(deadline)
+        head, self.buf = self.buf.split(b"\r\n\r\n", 1)
+        key = b""
+        for line in head.split(b"\r\n"):
+            if line.lower().startswith(b"sec-websocket-key:"):
+                key = line.split(b":", 1)[1].strip()
+        acc = base64.b64encode(hashlib.sha1(key + GUID).digest())
+        s.sendall(b"HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket"
+                  b"\r\nConnection: Upgrade\r\nSec-WebSocket-Accept: " +
+                  acc + b"\r\n\r\n")
+
+    def more(self, deadline):
+        left = deadline - time.time()
+        if left <= 0:
+            raise socket.timeout()
+        self.s.settimeout(left)
+        d = self.s.recv(65536)
+        if not d:
+            raise EOFError("closed")
+        self.buf += d
+
+    def frame(self, deadline):
+        while True:
+            if len(self.buf) >= 2:
+                n, off = self.buf[1] & 127, 2
+                if n == 126 and len(self.buf) >= 4:
+                    n, off = struct.unpack(">H", self.buf[2:4])[0], 4
+                elif n == 127 and len(self.buf) >= 10:
+                    n, off = struct.unpack(">Q", self.buf[2:10])[0], 10
+                if n < 126 or off > 2:
+                    if len(self.buf) >= off + 4 + n:
+                        op = self.buf[0] & 15
+                        m = self.buf[off:off + 4]
+                        p = bytes(b ^ m[i % 4] for i, b in
+                                  enumerate(self.buf[off + 4:off + 4 + n]))
+                        self.buf = self.buf[off + 4 + n:]
+                        return op, p
+            self.more(deadline)
+
+    def send(self, payload, opcode=2):
+        n = len(payload)
+        if n < 126:
+            hdr = bytes([0x80 | opcode, n])
+        else:
+            hdr = bytes([0x80 | opcode, 126]) + struct.pack(">H", n)
+        self.s.sendall(hdr + payload)
+
+
+def route_msgs(routes):
+    ents = []
+    for r in routes.split(","):
+        net, nxt = r.split(">")
+        dst, pfx = net.split("/")
+        mask = (0xffffffff << (32 - int(pfx))) & 0xffffffff if int(pfx) else 0
+        ents.append(ip4(dst) + struct.pack(">I", mask) + ip4(nxt))
+    out = []
+    for i in range(0, len(ents), 100):
+        part = ents[i:i + 100]
+        out.append(bytes([6, len(part), 0, 0]) + b"".join(part))
+    return out
+
+
+def serve_one(c, pw, grant, routes, mode):
+    """One connection; returns True when a client authenticated."""
+    deadline = time.time() + 10
+    authed = False
+    while not authed:
+        op, p = c.frame(deadline)
+        if op != 2 or not p:
+            continue
+        if p[0] == 2:
+            if mode.startswith("close:"):
+                c.send(struct.pack(">H", 1008) + mode[6:].encode(), 8)
+                return False
+            if grant == "-":
+                return False
+            ts = struct.pack(">q", int(time.time()))
+            c.send(b"\x02" + ts + grant.encode().ljust(32, b"\0") +
+                   h(pw, ts))
+        elif p[0] == 0:
+            authed = True
+            print("auth " + socket.inet_ntoa(p[1:5]), flush=True)
+    if routes:
+        for m in route_msgs(routes):
+            c.send(m)
+    start = time.time()
+    ping = 0
+    every = 2 if mode == "noread" else 10
+    while True:
+        now = time.time()
+        if mode.startswith("drop:") and now - start > float(mode[5:]):
+            return True
+        if now - ping >= every:
+            c.send(b"hostile", 9)
+            ping = now
+        if mode == "noread":
+            time.sleep(0.5)
+            continue
+        try:
+            c.frame(now + 0.5)
+        except socket.timeout:
+            pass
+
+
+def cmd_server(port, pw, grants, routes, mode):
+    ls = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    ls.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    if mode == "noread":
+        ls.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+    ls.bind(("0.0.0.0", int(port)))
+    ls.listen(4)
+    print("listening", flush=True)
+    grants = grants.split(",")
+    routes = None if routes == "-" else routes
+    n = 0
+    while True:
+        s, _ = ls.accept()
+        n += 1
+        print("conn %d" % n, flush=True)
+        grant = grants[min(n, len(grants)) - 1]
+        try:
+            c = Served(s)
+            if serve_one(c, pw, grant, routes, mode):
+                routes = None
+        except (OSError, EOFError, socket.timeout):
+            pass
+        s.close()
+
+
 def main(argv):
     cmd, args = argv[1], argv[2:]
     if cmd == "http":
         cmd_http(*args)
         return 0
-    pw = args[2].encode()
+    pw = args[2].encode() if len(args) > 2 else b""
     if cmd == "replay":
         return cmd_replay(args[0], args[1], pw, args[3])
     if cmd == "spoof":
         return cmd_spoof(args[0], args[1], pw, *args[3:6])
     if cmd == "race":
         return cmd_race(args[0], args[1], pw, args[3])
+    if cmd == "server":
+        return cmd_server(args[0], args[1].encode(), args[2], args[3],
+                          args[4])
+    if cmd == "ipip":
+        return cmd_ipip(args[0], args[1], pw, *args[3:6])
     if cmd == "slow":
         return cmd_slow(args[0], args[1], pw, args[3], args[4])
     return 64
