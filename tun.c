@@ -316,6 +316,21 @@ static void nl_attr_put32(struct nl_req *r, unsigned short type, uint32_t v)
 	nl_attr_put(r, type, &v, sizeof(v));
 }
 
+/* NLMSG_OK and NLMSG_NEXT without their mix of signed and unsigned. */
+static int nl_ok(const struct nlmsghdr *h, size_t left)
+{
+	return left >= sizeof(*h) && h->nlmsg_len >= sizeof(*h) &&
+	    h->nlmsg_len <= left;
+}
+
+static struct nlmsghdr *nl_next(struct nlmsghdr *h, size_t *left)
+{
+	size_t step = NLMSG_ALIGN(h->nlmsg_len);
+
+	*left = step < *left ? *left - step : 0;
+	return (struct nlmsghdr *)(void *)((unsigned char *)h + step);
+}
+
 static int nl_open(void)
 {
 	struct sockaddr_nl sa;
@@ -343,7 +358,7 @@ static int nl_talk(struct nl_req *r)
 	static unsigned char buf[NL_BUF_SIZE];
 	struct nlmsghdr *h;
 	ssize_t n;
-	int s, err = EPROTO, len;
+	int s, err = EPROTO;
 
 	r->h.nlmsg_flags |= NLM_F_REQUEST | NLM_F_ACK;
 	r->h.nlmsg_seq = 1;
@@ -356,8 +371,7 @@ static int nl_talk(struct nl_req *r)
 	}
 	close(s);
 	h = (struct nlmsghdr *)(void *)buf;
-	len = (int)n;
-	if (NLMSG_OK(h, len) && h->nlmsg_type == NLMSG_ERROR &&
+	if (nl_ok(h, (size_t)n) && h->nlmsg_type == NLMSG_ERROR &&
 	    h->nlmsg_len >= NLMSG_LENGTH(sizeof(struct nlmsgerr))) {
 		err = -((struct nlmsgerr *)NLMSG_DATA(h))->error;
 		if (err == 0)
@@ -402,7 +416,8 @@ int tun_routes_read(const char *ifname, struct cidr *out, int max)
 	struct nl_req r;
 	struct nlmsghdr *h;
 	ssize_t n;
-	int s, count = 0, done = 0, skip, i, len;
+	int s, count = 0, done = 0, skip, i;
+	size_t left;
 
 	skip = ifname != NULL ? (int)if_nametoindex(ifname) : 0;
 	memset(&r, 0, sizeof(r));
@@ -424,9 +439,9 @@ int tun_routes_read(const char *ifname, struct cidr *out, int max)
 			close_keep_errno(s);
 			return -1;
 		}
-		len = (int)n;
-		for (h = (struct nlmsghdr *)(void *)buf; NLMSG_OK(h, len);
-		    h = NLMSG_NEXT(h, len)) {
+		left = (size_t)n;
+		for (h = (struct nlmsghdr *)(void *)buf; nl_ok(h, left);
+		    h = nl_next(h, &left)) {
 			if (h->nlmsg_type == NLMSG_DONE ||
 			    h->nlmsg_type == NLMSG_ERROR) {
 				done = 1;
