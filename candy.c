@@ -1599,6 +1599,7 @@ void server_run(const struct config *cfg)
 #define IPV4_HDR_LEN		20
 #define STALL_MS		30000	/* server took no bytes: reconnect */
 #define REFUSED_LOG_MAX		8	/* refused routes logged a session */
+#define GUARD_REFRESH_MS	5000	/* OS routes read at most this often */
 
 enum session_state {
 	S_IDLE,		/* waiting to (re)connect */
@@ -1627,6 +1628,9 @@ struct session {
 	int routes_refused;	/* this session: for the log */
 	int routes_full_logged;	/* "more than SDWAN_MAX" said once */
 	const char *why;	/* a handler's reason to end the session */
+	struct route_guard guard;	/* session_guard's last answer */
+	int64_t guard_ms;		/* and when; 0 none */
+	uint32_t guard_addr;		/* and for which address of ours */
 	char vmac[17];
 	struct cidr want;	/* the address to ask for: cached or static */
 	char ping[128];		/* candy::OS::VERSION::HOSTNAME */
@@ -1949,12 +1953,22 @@ static void client_routes_clear(struct client *c)
 		client_full_off(c);
 }
 
-/* What a grant or a pushed route must leave alone, as of now. */
-static void session_guard(const struct session *s, struct route_guard *g)
+/*
+ * What a grant or a pushed route must leave alone, as of now.  The OS
+ * table is read at most once per GUARD_REFRESH_MS: a server sending
+ * ROUTE after ROUTE must not make us dump a large table for each.
+ */
+static void session_guard(struct session *s, struct route_guard *g)
 {
 	const struct client *c = &s->c;
+	int64_t now = now_ms();
 	int n;
 
+	if (s->guard_ms != 0 && now - s->guard_ms < GUARD_REFRESH_MS &&
+	    s->guard_addr == c->addr) {
+		*g = s->guard;
+		return;
+	}
 	memset(g, 0, sizeof(*g));
 	g->server = s->server_ip;
 	g->stun = c->p2p.udp_fd >= 0 ? c->p2p.stun.ip : 0;
@@ -1967,6 +1981,9 @@ static void session_guard(const struct session *s, struct route_guard *g)
 	if (n < 0 && log_debug_on)
 		log_debug("local routes unknown: %s", strerror(errno));
 	g->nunderlay = n < 0 ? 0 : n;
+	s->guard = *g;
+	s->guard_ms = now;
+	s->guard_addr = c->addr;
 }
 
 /* After a failure: wait 1 s doubling to 30 s, plus up to a quarter more
@@ -2000,6 +2017,7 @@ static void session_end(struct session *s, const char *why)
 	s->fd = -1;
 	s->c.ws = NULL;
 	s->why = NULL;
+	s->guard_ms = 0;
 	client_routes_clear(&s->c);
 	if (s->ai_list != NULL) {
 		freeaddrinfo(s->ai_list);
@@ -2164,8 +2182,16 @@ static int client_tun_up(struct client *c, const struct config *cfg,
 	c->prefix = prefix;
 	c->mask = prefix_mask(prefix);
 	c->net = addr & c->mask;
-	if (cfg->exit_node != 0)
+	if (cfg->exit_node == addr || (cfg->exit_node & c->mask) != c->net) {
+		if (cfg->exit_node != 0)
+			log_warnx("--exit-node %s is %s: no full tunnel",
+			    ip_str(cfg->exit_node, ip), cfg->exit_node == addr ?
+			    "our own address" : "outside the tunnel network");
+		if (c->full_local)
+			client_full_off(c);
+	} else {
 		client_full_on(c, cfg->exit_node, 1);
+	}
 	return 0;
 }
 
