@@ -3,6 +3,7 @@
  * (PROTOCOL 2), options and the config file, then the server session,
  * the client session, and main.  Each mode runs one poll() loop.
  */
+#include <sys/resource.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
 #include <sys/types.h>
@@ -34,6 +35,7 @@
 int log_debug_on;
 static int log_timestamps = 1;
 int64_t fake_now_ms;
+static const char *log_peer_from;	/* see log_peer */
 
 void log_init(int debug, int timestamps)
 {
@@ -41,42 +43,154 @@ void log_init(int debug, int timestamps)
 	log_timestamps = timestamps;
 }
 
-static void log_emit(const char *level, int err, const char *fmt, va_list ap)
+const char *log_peer(const char *from)
 {
-	char line[1024];
-	size_t n = 0;
-	int saved = errno;
+	const char *was = log_peer_from;
+
+	log_peer_from = from;
+	return was;
+}
+
+static void log_write(const char *level, const char *text, const char *tail)
+{
+	char stamp[32] = "";
 
 	if (log_timestamps) {
 		time_t t = time(NULL);
 		struct tm tm;
 
-		if (localtime_r(&t, &tm) != NULL)
-			n = strftime(line, sizeof(line), "%Y-%m-%d %H:%M:%S ",
-			    &tm);
+		if (localtime_r(&t, &tm) == NULL ||
+		    strftime(stamp, sizeof(stamp), "%Y-%m-%d %H:%M:%S ",
+		    &tm) == 0)
+			stamp[0] = '\0';
 	}
-	n += (size_t)snprintf(line + n, sizeof(line) - n, "[%s] ", level);
-	if (n < sizeof(line))
-		vsnprintf(line + n, sizeof(line) - n, fmt, ap);
+	fprintf(stderr, "%s[%s] %s%s\n", stamp, level, text, tail);
+}
+
+/*
+ * Lines a peer can cause at will (a refusal, a malformed frame) are limited
+ * per format string: LOG_BURST lines in a LOG_WINDOW_S window, the rest
+ * counted.  The first line of the next window says how many were
+ * suppressed, and log_tick reports a count that no later line carries.
+ * The table is small and keyed by the format's address: a format that
+ * takes the slot of another first reports the other's count.
+ */
+#define LOG_BURST	10
+#define LOG_WINDOW_S	10
+#define LOG_LIMITS	32
+
+static struct log_limit {
+	const char *fmt;	/* NULL: slot unused */
+	const char *level;
+	int64_t start_s;	/* the window began */
+	unsigned n;		/* lines written in the window */
+	unsigned long suppressed;
+	char last[256];		/* the last line suppressed */
+} log_limits[LOG_LIMITS];
+static unsigned long log_suppressed_total;
+
+static int64_t log_now_s(void)
+{
+	return now_ms() / 1000;
+}
+
+/* Report a slot's suppressed lines, if any, and forget them. */
+static void log_limit_report(struct log_limit *l)
+{
+	char tail[64];
+
+	if (l->suppressed == 0)
+		return;
+	snprintf(tail, sizeof(tail), " (%lu more like it suppressed)",
+	    l->suppressed);
+	log_write(l->level, l->last, tail);
+	log_suppressed_total -= l->suppressed;
+	l->suppressed = 0;
+}
+
+void log_tick(void)
+{
+	int64_t now;
+	size_t i;
+
+	if (log_suppressed_total == 0)
+		return;
+	now = log_now_s();
+	for (i = 0; i < LOG_LIMITS; i++)
+		if (log_limits[i].suppressed > 0 &&
+		    now - log_limits[i].start_s >= LOG_WINDOW_S)
+			log_limit_report(&log_limits[i]);
+}
+
+/* 1 when a line of fmt may be written now; 0 when it is counted instead
+ * (*tail then unused).  Sets tail to the count of the window before. */
+static int log_limit_pass(const char *level, const char *fmt,
+    const char *line, char *tail, size_t taillen)
+{
+	struct log_limit *l = &log_limits[((uintptr_t)fmt * 2654435761u >> 7) %
+	    LOG_LIMITS];
+	int64_t now = log_now_s();
+
+	if (l->fmt != fmt) {
+		log_limit_report(l);
+		l->fmt = fmt;
+		l->level = level;
+		l->start_s = now;
+		l->n = 0;
+	}
+	if (now - l->start_s >= LOG_WINDOW_S) {
+		if (l->suppressed > 0)
+			snprintf(tail, taillen, " (%lu more suppressed)",
+			    l->suppressed);
+		log_suppressed_total -= l->suppressed;
+		l->suppressed = 0;
+		l->start_s = now;
+		l->n = 0;
+	}
+	if (l->n >= LOG_BURST) {
+		l->suppressed++;
+		log_suppressed_total++;
+		snprintf(l->last, sizeof(l->last), "%s", line);
+		return 0;
+	}
+	l->n++;
+	return 1;
+}
+
+static void log_emit(const char *level, int err, int limited, const char *fmt,
+    va_list ap)
+{
+	char line[1024], tail[160] = "";
+	int saved = errno;
+	size_t n;
+
+	vsnprintf(line, sizeof(line), fmt, ap);
+	n = strlen(line);
 	if (err)
-		fprintf(stderr, "%s: %s\n", line, strerror(saved));
-	else
-		fprintf(stderr, "%s\n", line);
+		snprintf(line + n, sizeof(line) - n, ": %s", strerror(saved));
+	/* A line about a connection names its peer, whoever wrote it. */
+	n = strlen(line);
+	if (log_peer_from != NULL && strstr(line, log_peer_from) == NULL)
+		snprintf(line + n, sizeof(line) - n, " (from %s)",
+		    log_peer_from);
+	if (!limited || log_limit_pass(level, fmt, line, tail, sizeof(tail)))
+		log_write(level, line, tail);
 	errno = saved;
 }
 
-#define LOG_FN(fn, level, err) \
+#define LOG_FN(fn, level, err, limited) \
 void fn(const char *fmt, ...) \
 { \
 	va_list ap; \
 	va_start(ap, fmt); \
-	log_emit(level, err, fmt, ap); \
+	log_emit(level, err, limited, fmt, ap); \
 	va_end(ap); \
 }
 
-LOG_FN(log_info, "info", 0)
-LOG_FN(log_warnx, "warn", 0)
-LOG_FN(log_warn, "warn", 1)
+LOG_FN(log_info, "info", 0, 0)
+LOG_FN(log_info_limited, "info", 0, 1)
+LOG_FN(log_warnx, "warn", 0, 1)
+LOG_FN(log_warn, "warn", 1, 1)
 
 void log_debug(const char *fmt, ...)
 {
@@ -85,7 +199,7 @@ void log_debug(const char *fmt, ...)
 	if (!log_debug_on)
 		return;
 	va_start(ap, fmt);
-	log_emit("debug", 0, fmt, ap);
+	log_emit("debug", 0, 0, fmt, ap);
 	va_end(ap);
 }
 
@@ -427,6 +541,9 @@ static const struct opt opts[] = {
 	    "server: routes dev,dst,next;... pushed to clients" },
 	{ "no-source-check", 0, NULL, set_flag, FIELD(no_source_check), 0, 1,
 	    "server: relay packets whatever their source address" },
+	{ "max-clients", 0, "N", set_number, FIELD(max_clients), 0, 1000000,
+	    "server: most clients at once (default 0: as many as the range "
+	    "and file descriptors allow)" },
 	{ "cert", 0, "FILE", set_string, FIELD(cert), 0, 0,
 	    "server: PEM certificate chain for wss://" },
 	{ "key", 0, "FILE", set_string, FIELD(key), 0, 0,
@@ -861,9 +978,34 @@ static int ip_is_broadcast(uint32_t ip, const struct cidr *net)
 
 #define SERVER_MAX_LISTEN	4
 #define HANDSHAKE_TIMEOUT_MS	10000	/* TCP accept to WebSocket open */
+#define AUTH_TIMEOUT_MS		10000	/* TCP accept to AUTH, pings or not */
 #define IDLE_TIMEOUT_MS		60000	/* silent, or stuck with a full queue */
-#define REPLAY_MAX		4096	/* accepted hashes kept for the window */
 #define READ_BURST		64	/* messages per connection per pass */
+#define ACCEPT_BURST		64	/* accepts per listener per pass */
+#define FD_RESERVE		32	/* descriptors not for connections */
+#define FD_LIMIT_MAX		(1 << 20)	/* when the hard limit is none */
+#define FD_PAUSE_MS		1000	/* out of descriptors: stop accepting */
+/*
+ * Connections that have not authenticated yet get slots of their own, a
+ * share of the clients' (PENDING_SHARE, at least PENDING_MIN): when those
+ * are all taken, a new connection evicts the oldest of them.  One source
+ * address (IPv4, or IPv6 /64) may hold PENDING_PER_SOURCE of them.  A
+ * client authenticates within a few round trips, so it gets in unless that
+ * many connections from other places arrive meanwhile.
+ */
+#define PENDING_SHARE		8	/* 1/8 of the client slots */
+#define PENDING_MIN		64
+#define PENDING_PER_SOURCE	16
+/*
+ * Every AUTH, VMAC and EXPTTUN accepted is remembered until its timestamp
+ * leaves the window, so that it cannot be replayed: REPLAY_PER_SLOT per
+ * connection slot, at least REPLAY_MIN.  A client sends at most three per
+ * connection and a connection may send SIGNED_PER_CONN; when the memory
+ * is full of unexpired entries, new ones are refused, never forgotten.
+ */
+#define REPLAY_MIN		4096
+#define REPLAY_PER_SLOT		4
+#define SIGNED_PER_CONN		8
 
 struct conn {
 	struct ws ws;
@@ -873,15 +1015,30 @@ struct conn {
 	char vmac[17];
 	int64_t since_ms;
 	char from[64];		/* the peer's network address, for logs */
+	unsigned char src[16];	/* its key in server.srcs */
+	int pending;		/* not authenticated: in the pending list */
+	struct conn *pend_prev, *pend_next;	/* oldest first */
+	int nsigned;		/* AUTH, VMAC, EXPTTUN received */
 	unsigned long rx, tx;
 };
 
 /* A hash accepted within the window, and the vmac it came with (EXPTTUN's
  * hash covers only the timestamp, so two clients can send the same one). */
 struct replay_entry {
-	int64_t ts;
+	int64_t expires_s;	/* wall clock: its timestamp leaves the window */
+	int64_t added_ms;	/* monotonic: it surely has 2 windows later */
 	unsigned char hash[32];
 	char vmac[16];
+};
+
+/* A ring of entries, oldest first, indexed by a hash table of positions
+ * + 1 (0: empty) keyed by the hash mixed with a secret. */
+struct replay {
+	struct replay_entry *ring;
+	size_t cap, head, n;
+	uint32_t *index;
+	size_t isize;		/* a power of two, >= 2 * cap */
+	uint64_t key;
 };
 
 struct server {
@@ -892,15 +1049,28 @@ struct server {
 	struct conn **conns;	/* maxconns slots, NULL when free */
 	size_t maxconns, nconns;
 	size_t top;		/* slots at and above this are all free */
+	size_t free_hint;	/* no free slot below this */
+	size_t maxclients, nclients;	/* authenticated */
+	size_t maxpending, npending;	/* not yet */
+	struct conn *pend_head, *pend_tail;
+	struct src_slot {	/* source -> pending connections from it */
+		unsigned char key[16];
+		uint32_t n;	/* 0: slot empty */
+	} *srcs;
+	size_t srcsize;		/* a power of two, >= 2 * maxpending */
+	uint32_t srckey;
 	struct addr_slot {	/* address -> connection, open addressing */
 		uint32_t addr;
 		struct conn *conn;
 	} *map;
-	size_t mapsize;		/* a power of two, >= 2 * maxconns */
+	size_t mapsize;		/* a power of two, >= 2 * maxclients */
 	uint32_t last_alloc;
-	struct replay_entry replay[REPLAY_MAX];
-	size_t replay_next;
+	struct replay replay;
+	int spare_fd;		/* to take a connection when out of fds */
+	int64_t accept_paused_ms;	/* listeners not polled until then */
+	int fd_short;		/* out of descriptors since the last accept */
 	unsigned long forwarded, dropped, spoofed, refused;
+	unsigned long evicted, refused_source, refused_fd, timed_out;
 };
 
 static size_t map_home(const struct server *s, uint32_t addr)
@@ -952,8 +1122,119 @@ static void map_del(struct server *s, uint32_t addr)
 	}
 }
 
+/* The source of a connection: IPv4 (mapped or not) as ::ffff:a.b.c.d, an
+ * IPv6 address by its /64, which one host usually has whole. */
+static void src_key(const struct sockaddr_storage *ss, unsigned char key[16])
+{
+	memset(key, 0, 16);
+	if (ss->ss_family == AF_INET) {
+		const struct sockaddr_in *in = (const void *)ss;
+
+		key[10] = key[11] = 0xff;
+		memcpy(key + 12, &in->sin_addr, 4);
+	} else if (ss->ss_family == AF_INET6) {
+		const struct sockaddr_in6 *in6 = (const void *)ss;
+
+		memcpy(key, &in6->sin6_addr, IN6_IS_ADDR_V4MAPPED(
+		    &in6->sin6_addr) ? 16 : 8);
+	}
+}
+
+/* Salted: a peer picks its IPv6 /64 and must not pick our collisions. */
+static size_t src_home(const struct server *s, const unsigned char *key)
+{
+	uint32_t h = s->srckey;
+	int i;
+
+	for (i = 0; i < 16; i += 4)
+		h = (h ^ get32(key + i)) * 2654435761u;
+	return (h ^ h >> 15) & (s->srcsize - 1);
+}
+
+/* The slot holding key, or the empty slot where it would go. */
+static size_t src_find(const struct server *s, const unsigned char *key)
+{
+	size_t i = src_home(s, key);
+
+	while (s->srcs[i].n != 0 && memcmp(s->srcs[i].key, key, 16) != 0)
+		i = (i + 1) & (s->srcsize - 1);
+	return i;
+}
+
+static void src_inc(struct server *s, const unsigned char *key)
+{
+	size_t i = src_find(s, key);
+
+	memcpy(s->srcs[i].key, key, 16);
+	s->srcs[i].n++;
+}
+
+/* As map_del when the count drops to 0. */
+static void src_dec(struct server *s, const unsigned char *key)
+{
+	size_t mask = s->srcsize - 1, i = src_find(s, key), j;
+
+	if (s->srcs[i].n == 0 || --s->srcs[i].n > 0)
+		return;
+	for (j = (i + 1) & mask; s->srcs[j].n != 0; j = (j + 1) & mask) {
+		size_t home = src_home(s, s->srcs[j].key);
+
+		if (i <= j ? (home <= i || home > j) : (home <= i && home > j)) {
+			s->srcs[i] = s->srcs[j];
+			s->srcs[j].n = 0;
+			i = j;
+		}
+	}
+}
+
+/* A connection not authenticated yet: the list, oldest first, and the
+ * count of its source. */
+static void pending_add(struct server *s, struct conn *c)
+{
+	c->pending = 1;
+	c->pend_prev = s->pend_tail;
+	c->pend_next = NULL;
+	if (s->pend_tail != NULL)
+		s->pend_tail->pend_next = c;
+	else
+		s->pend_head = c;
+	s->pend_tail = c;
+	s->npending++;
+	src_inc(s, c->src);
+}
+
+static void pending_del(struct server *s, struct conn *c)
+{
+	if (!c->pending)
+		return;
+	c->pending = 0;
+	if (c->pend_prev != NULL)
+		c->pend_prev->pend_next = c->pend_next;
+	else
+		s->pend_head = c->pend_next;
+	if (c->pend_next != NULL)
+		c->pend_next->pend_prev = c->pend_prev;
+	else
+		s->pend_tail = c->pend_prev;
+	s->npending--;
+	src_dec(s, c->src);
+}
+
+/* Put a new connection in slot i. */
+static void server_conn_add(struct server *s, struct conn *c, size_t i)
+{
+	c->idx = i;
+	s->conns[i] = c;
+	s->nconns++;
+	if (i >= s->top)
+		s->top = i + 1;
+	pending_add(s, c);
+}
+
 static void server_close(struct server *s, struct conn *c, const char *why)
 {
+	/* This line names the peer itself, and c->from goes with c. */
+	const char *peer = log_peer(NULL);
 	char ip[16];
 
 	if (c->addr != 0) {
@@ -961,50 +1242,123 @@ static void server_close(struct server *s, struct conn *c, const char *why)
 		    ip_str(c->addr, ip), c->from, why);
 		if (map_get(s, c->addr) == c)
 			map_del(s, c->addr);
+		s->nclients--;
 	} else {
 		log_debug("connection from %s closed: %s", c->from, why);
 	}
+	pending_del(s, c);
 	ws_close(&c->ws);
 	ws_free(&c->ws);
 	s->conns[c->idx] = NULL;
 	s->nconns--;
+	if (c->idx < s->free_hint)
+		s->free_hint = c->idx;
 	while (s->top > 0 && s->conns[s->top - 1] == NULL)
 		s->top--;
+	log_peer(peer == c->from ? NULL : peer);
 	free(c);
 }
 
 /* Refuse an authentication: log it with the peer's address and close. */
 static int server_refuse(struct server *s, struct conn *c, const char *why)
 {
-	log_info("refused authentication from %s: %s", c->from, why);
+	log_info_limited("refused authentication from %s: %s", c->from, why);
 	s->refused++;
 	return -1;
 }
 
-static int replay_seen(const struct server *s, const unsigned char *hash,
+/* ---- The replay memory. ---- */
+
+static int replay_init(struct replay *r, size_t cap)
+{
+	memset(r, 0, sizeof(*r));
+	r->cap = cap;
+	for (r->isize = 16; r->isize < 2 * cap; r->isize *= 2)
+		;
+	r->ring = calloc(cap, sizeof(*r->ring));
+	r->index = calloc(r->isize, sizeof(*r->index));
+	rand_bytes(&r->key, sizeof(r->key));
+	return r->ring != NULL && r->index != NULL ? 0 : -1;
+}
+
+static void replay_free(struct replay *r)
+{
+	free(r->ring);
+	free(r->index);
+	memset(r, 0, sizeof(*r));
+}
+
+static size_t replay_home(const struct replay *r, const unsigned char *hash)
+{
+	uint64_t h = (get64(hash) ^ r->key) * 0x9e3779b97f4a7c15ull;
+
+	return (size_t)(h >> 32) & (r->isize - 1);
+}
+
+static int replay_seen(const struct replay *r, const unsigned char *hash,
     const char *vmac)
 {
-	size_t i;
+	size_t i = replay_home(r, hash);
 
-	for (i = 0; i < REPLAY_MAX; i++) {
-		const struct replay_entry *e = &s->replay[i];
+	while (r->index[i] != 0) {
+		const struct replay_entry *e = &r->ring[r->index[i] - 1];
 
-		if (e->ts != 0 && memcmp(e->hash, hash, 32) == 0 &&
-		    memcmp(e->vmac, vmac, 16) == 0 && msg_fresh(e->ts))
+		if (memcmp(e->hash, hash, 32) == 0 &&
+		    memcmp(e->vmac, vmac, 16) == 0 && msg_fresh(e->expires_s -
+		    AUTH_WINDOW_S))
 			return 1;
+		i = (i + 1) & (r->isize - 1);
 	}
 	return 0;
 }
 
-static void replay_remember(struct server *s, int64_t ts,
-    const unsigned char *hash, const char *vmac)
+/* Forget the oldest entry: its index slot goes as in map_del. */
+static void replay_drop_oldest(struct replay *r)
 {
-	struct replay_entry *e = &s->replay[s->replay_next];
+	size_t mask = r->isize - 1, j;
+	size_t i = replay_home(r, r->ring[r->head].hash);
 
-	e->ts = ts;
+	while (r->index[i] != r->head + 1)
+		i = (i + 1) & mask;
+	r->index[i] = 0;
+	for (j = (i + 1) & mask; r->index[j] != 0; j = (j + 1) & mask) {
+		size_t home = replay_home(r, r->ring[r->index[j] - 1].hash);
+
+		if (i <= j ? (home <= i || home > j) : (home <= i && home > j)) {
+			r->index[i] = r->index[j];
+			r->index[j] = 0;
+			i = j;
+		}
+	}
+	r->head = (r->head + 1) % r->cap;
+	r->n--;
+}
+
+/* Remember a hash accepted now: 0, or -1 when the memory is full of
+ * entries still in their window. */
+static int replay_add(struct replay *r, int64_t ts, const unsigned char *hash,
+    const char *vmac)
+{
+	int64_t now = now_ms(), wall = wall_s();
+	struct replay_entry *e;
+	size_t i;
+
+	while (r->n > 0 && (r->ring[r->head].expires_s < wall ||
+	    now - r->ring[r->head].added_ms > 2000 * AUTH_WINDOW_S + 1000))
+		replay_drop_oldest(r);
+	if (r->n == r->cap)
+		return -1;
+	e = &r->ring[(r->head + r->n) % r->cap];
+	e->expires_s = ts + AUTH_WINDOW_S;
+	e->added_ms = now;
 	memcpy(e->hash, hash, 32);
 	memcpy(e->vmac, vmac, 16);
-	s->replay_next = (s->replay_next + 1) % REPLAY_MAX;
+	for (i = replay_home(r, hash); r->index[i] != 0;
+	    i = (i + 1) & (r->isize - 1))
+		;
+	r->index[i] = (uint32_t)((r->head + r->n) % r->cap + 1);
+	r->n++;
+	return 0;
 }
 
 /*
@@ -1016,6 +1370,11 @@ static int server_check_auth(struct server *s, struct conn *c, int ok,
 {
 	char why[64];
 
+	if (++c->nsigned > SIGNED_PER_CONN) {
+		snprintf(why, sizeof(why), "more than %d AUTH, VMAC and "
+		    "EXPTTUN", SIGNED_PER_CONN);
+		return server_refuse(s, c, why);
+	}
 	if (!ok) {
 		snprintf(why, sizeof(why), "wrong password hash in %s", what);
 		return server_refuse(s, c, why);
@@ -1025,11 +1384,15 @@ static int server_check_auth(struct server *s, struct conn *c, int ok,
 		    (double)ts - (double)wall_s());
 		return server_refuse(s, c, why);
 	}
-	if (replay_seen(s, hash, ctx)) {
+	if (replay_seen(&s->replay, hash, ctx)) {
 		snprintf(why, sizeof(why), "replayed %s", what);
 		return server_refuse(s, c, why);
 	}
-	replay_remember(s, ts, hash, ctx);
+	if (replay_add(&s->replay, ts, hash, ctx) < 0) {
+		snprintf(why, sizeof(why), "server busy: %zu authentications "
+		    "in %d s", s->replay.cap, 2 * AUTH_WINDOW_S);
+		return server_refuse(s, c, why);
+	}
 	return 0;
 }
 
@@ -1103,13 +1466,26 @@ static int server_auth(struct server *s, struct conn *c, unsigned char *m,
 	if (ip == 0 || ip_is_broadcast(ip, s->cfg->has_dhcp ? &s->cfg->dhcp :
 	    NULL))
 		return server_refuse(s, c, "AUTH for a non-host address");
-	if ((old = map_get(s, ip)) != NULL && old != c) {
+	old = map_get(s, ip);
+	if (c->addr == 0 && (old == NULL || old == c) &&
+	    s->nclients >= s->maxclients) {
+		char why[48];
+
+		snprintf(why, sizeof(why), "server full (%zu clients)",
+		    s->maxclients);
+		return server_refuse(s, c, why);
+	}
+	if (old != NULL && old != c) {
 		log_info("client %s reconnected from %s", ip_str(ip, ips),
 		    c->from);
 		server_close(s, old, "replaced by a new connection");
 	}
 	if (c->addr != 0 && c->addr != ip && map_get(s, c->addr) == c)
 		map_del(s, c->addr);
+	if (c->addr == 0) {
+		s->nclients++;
+		pending_del(s, c);
+	}
 	c->addr = ip;
 	map_put(s, ip, c);
 	log_info("client %s connected from %s", ip_str(ip, ips), c->from);
@@ -1134,22 +1510,19 @@ static int addr_held_by_other(const struct conn *holder,
  * An address is taken when another host (vmac) holds it, or was just
  * offered it and has not sent its AUTH yet: two clients asking for the
  * same cached address at once must not both get it.  The scan of offers
- * runs per EXPTTUN only, over a bounded table.
+ * runs per EXPTTUN only, over the connections not yet authenticated.
  */
 static int addr_taken(void *ctx, uint32_t ip)
 {
 	const struct alloc_ctx *a = ctx;
 	const struct conn *holder = map_get(a->s, ip);
-	size_t i;
 
 	if (holder != NULL)
 		return addr_held_by_other(holder, a->c);
-	for (i = 0; i < a->s->top; i++) {
-		holder = a->s->conns[i];
-		if (holder != NULL && holder->offered == ip &&
-		    holder->addr == 0 && addr_held_by_other(holder, a->c))
+	for (holder = a->s->pend_head; holder != NULL;
+	    holder = holder->pend_next)
+		if (holder->offered == ip && addr_held_by_other(holder, a->c))
 			return 1;
-	}
 	return 0;
 }
 
@@ -1387,42 +1760,117 @@ static void server_listen(struct server *s, const struct uri *u)
 	log_info("listening on %s", s->cfg->websocket);
 }
 
-static void server_accept(struct server *s, int lfd)
+/* The lowest free slot: one exists while nclients <= maxclients and
+ * npending < maxpending. */
+static size_t server_slot_free(struct server *s)
 {
-	struct sockaddr_storage ss;
-	socklen_t sl = sizeof(ss);
-	struct conn *c;
-	struct tls *tls = NULL;
 	size_t i;
-	int fd;
 
-	if ((fd = accept(lfd, (struct sockaddr *)&ss, &sl)) < 0)
-		return;
-	fd_nonblock(fd);
-	tcp_nodelay(fd);
-	for (i = 0; i < s->maxconns && s->conns[i] != NULL; i++)
+	for (i = s->free_hint; i < s->maxconns && s->conns[i] != NULL; i++)
 		;
-	if (i == s->maxconns || (c = calloc(1, sizeof(*c))) == NULL) {
-		log_warnx("too many connections: refusing one");
+	s->free_hint = i;
+	return i;
+}
+
+/* A new connection on fd from ss: refused when its source already has
+ * PENDING_PER_SOURCE connections authenticating; when the pending slots are
+ * all taken, the oldest is evicted. */
+static void server_admit(struct server *s, int fd,
+    const struct sockaddr_storage *ss)
+{
+	struct tls *tls = NULL;
+	struct conn *c;
+	unsigned char key[16];
+	char from[64];
+	size_t i;
+
+	sockaddr_str((const struct sockaddr *)ss, from, sizeof(from));
+	src_key(ss, key);
+	if (s->srcs[src_find(s, key)].n >= PENDING_PER_SOURCE) {
+		s->refused_source++;
+		log_info_limited("refusing a connection from %s: %d from its "
+		    "address are not authenticated yet", from,
+		    PENDING_PER_SOURCE);
+		close(fd);
+		return;
+	}
+	if (s->npending >= s->maxpending && s->pend_head != NULL) {
+		s->evicted++;
+		log_info_limited("closing %s: not authenticated, and %zu "
+		    "connections are authenticating", s->pend_head->from,
+		    s->npending);
+		server_close(s, s->pend_head, "evicted");
+	}
+	if ((i = server_slot_free(s)) == s->maxconns ||
+	    (c = calloc(1, sizeof(*c))) == NULL) {
+		log_warnx("no memory for a connection from %s", from);
 		close(fd);
 		return;
 	}
 	if (s->tls != NULL && (tls = tls_server_new(s->tls)) == NULL) {
-		log_warnx("out of memory for a TLS connection");
+		log_warnx("no memory for a TLS connection from %s", from);
 		free(c);
 		close(fd);
 		return;
 	}
-	c->idx = i;
+	fd_nonblock(fd);
+	tcp_nodelay(fd);
 	c->since_ms = now_ms();
-	sockaddr_str((struct sockaddr *)&ss, c->from, sizeof(c->from));
+	memcpy(c->from, from, sizeof(c->from));
+	memcpy(c->src, key, sizeof(c->src));
 	ws_init_server(&c->ws, fd, tls);
 	c->ws.last_rx_ms = c->since_ms;
-	s->conns[i] = c;
-	s->nconns++;
-	if (i >= s->top)
-		s->top = i + 1;
+	server_conn_add(s, c, i);
 	log_debug("connection from %s", c->from);
+}
+
+/*
+ * accept() failed for want of descriptors.  The connection stays in the
+ * backlog and the listener readable: poll would return at once, forever.
+ * Take it with the spare descriptor and close it, and stop polling the
+ * listeners for FD_PAUSE_MS.  Logged once until an accept succeeds.
+ */
+static void server_fd_short(struct server *s, int lfd)
+{
+	int fd;
+
+	if (!s->fd_short)
+		log_warn("out of file descriptors: refusing connections for "
+		    "now");
+	s->fd_short = 1;
+	s->refused_fd++;
+	if (s->spare_fd >= 0) {
+		close(s->spare_fd);
+		if ((fd = accept(lfd, NULL, NULL)) >= 0)
+			close(fd);
+		s->spare_fd = open("/dev/null", O_RDONLY);
+		if (s->spare_fd >= 0)
+			fd_nonblock(s->spare_fd);
+	}
+	s->accept_paused_ms = now_ms() + FD_PAUSE_MS;
+}
+
+static void server_accept(struct server *s, int lfd)
+{
+	struct sockaddr_storage ss;
+	socklen_t sl;
+	int fd, k;
+
+	for (k = 0; k < ACCEPT_BURST; k++) {
+		sl = sizeof(ss);
+		if ((fd = accept(lfd, (struct sockaddr *)&ss, &sl)) < 0) {
+			if (errno == EMFILE || errno == ENFILE ||
+			    errno == ENOBUFS || errno == ENOMEM)
+				server_fd_short(s, lfd);
+			return;
+		}
+		if (s->fd_short) {
+			log_info("file descriptors free again (%lu connections "
+			    "refused meanwhile)", s->refused_fd);
+			s->fd_short = 0;
+		}
+		server_admit(s, fd, &ss);
+	}
 }
 
 /* Read what the connection has: at most READ_BURST messages a pass, so
@@ -1452,15 +1900,26 @@ static void server_conn_read(struct server *s, struct conn *c)
 	}
 }
 
+/* A connection that has not authenticated within AUTH_TIMEOUT_MS goes,
+ * whatever it sent: pings must not keep a stranger's slot. */
 static void server_conn_timers(struct server *s, struct conn *c, int64_t now)
 {
+	const char *why = NULL;
+
 	if (c->ws.state != WS_OPEN && now - c->since_ms > HANDSHAKE_TIMEOUT_MS)
-		server_close(s, c, "no WebSocket handshake within 10 s");
-	else if (now - c->ws.last_rx_ms > IDLE_TIMEOUT_MS)
+		why = "no WebSocket handshake within 10 s";
+	else if (c->addr == 0 && now - c->since_ms > AUTH_TIMEOUT_MS)
+		why = "no AUTH within 10 s";
+	if (why != NULL) {
+		s->timed_out++;
+		log_info_limited("closing %s: %s", c->from, why);
+		server_close(s, c, why);
+	} else if (now - c->ws.last_rx_ms > IDLE_TIMEOUT_MS) {
 		server_close(s, c, "silent for 60 s");
-	else if (c->ws.full_since_ms != 0 &&
-	    now - c->ws.full_since_ms > IDLE_TIMEOUT_MS)
+	} else if (c->ws.full_since_ms != 0 &&
+	    now - c->ws.full_since_ms > IDLE_TIMEOUT_MS) {
 		server_close(s, c, "not reading for 60 s");
+	}
 }
 
 static void server_status(const struct server *s)
@@ -1469,8 +1928,13 @@ static void server_status(const struct server *s)
 	char ip[16];
 
 	log_info("status: clients %zu forwarded %lu dropped %lu spoofed %lu "
-	    "refused %lu", s->nconns, s->forwarded, s->dropped, s->spoofed,
+	    "refused %lu", s->nclients, s->forwarded, s->dropped, s->spoofed,
 	    s->refused);
+	log_info("status: capacity %zu authenticating %zu of %zu evicted %lu "
+	    "refused-source %lu refused-fd %lu timed-out %lu replay %zu of %zu",
+	    s->maxclients, s->npending, s->maxpending, s->evicted,
+	    s->refused_source, s->refused_fd, s->timed_out, s->replay.n,
+	    s->replay.cap);
 	for (i = 0; i < s->top; i++) {
 		const struct conn *c = s->conns[i];
 
@@ -1482,36 +1946,102 @@ static void server_status(const struct server *s)
 	}
 }
 
-/* Connection slots: enough for every address of the range, within reason. */
-static size_t server_capacity(const struct config *cfg)
+/*
+ * Raise the soft limit on descriptors to the hard one: each connection
+ * takes one.  Returns the limit now in force.
+ */
+static long server_fd_limit(void)
 {
-	size_t n = 1024;
+	struct rlimit rl;
 
-	if (cfg->has_dhcp && cfg->dhcp.prefix >= 22)
-		n = ((size_t)1 << (32 - cfg->dhcp.prefix)) + 64;
-	return n;
+	if (getrlimit(RLIMIT_NOFILE, &rl) < 0)
+		return 1024;
+	if (rl.rlim_cur != RLIM_INFINITY && rl.rlim_cur < rl.rlim_max) {
+		rlim_t was = rl.rlim_cur;
+
+		rl.rlim_cur = rl.rlim_max == RLIM_INFINITY ||
+		    rl.rlim_max > FD_LIMIT_MAX ? FD_LIMIT_MAX : rl.rlim_max;
+		if (rl.rlim_cur > was && setrlimit(RLIMIT_NOFILE, &rl) < 0)
+			rl.rlim_cur = was;
+	}
+	if (rl.rlim_cur == RLIM_INFINITY || rl.rlim_cur > FD_LIMIT_MAX)
+		return FD_LIMIT_MAX;
+	return (long)rl.rlim_cur;
 }
 
-/* Connection slots and the address map, sized from s->cfg. */
-static void server_tables(struct server *s)
+/* see candy.h */
+void server_limits(const struct config *cfg, long fds, size_t *clients,
+    size_t *pending)
+{
+	size_t slots = fds > FD_RESERVE + 2 ? (size_t)(fds - FD_RESERVE) : 2;
+	size_t want = slots, p;
+
+	if (cfg->has_dhcp) {
+		/* Hosts of the range: not the network, not the broadcast. */
+		uint64_t hosts = (uint64_t)1 << (32 - cfg->dhcp.prefix);
+
+		if (hosts > 2)
+			hosts -= 2;
+		if (hosts < want)
+			want = (size_t)hosts;
+	}
+	if (cfg->max_clients > 0 && (size_t)cfg->max_clients < want)
+		want = (size_t)cfg->max_clients;
+	p = want / PENDING_SHARE;
+	if (p < PENDING_MIN)
+		p = PENDING_MIN;
+	if (want + p > slots) {
+		/* Descriptors decide: share them out. */
+		p = slots / (PENDING_SHARE + 1);
+		if (p < 1)
+			p = 1;
+		if (want > slots - p)
+			want = slots - p;
+	}
+	*clients = want;
+	*pending = p;
+}
+
+/* Connection slots, the address map, the pending sources and the replay
+ * memory, sized for fds descriptors. */
+static void server_tables(struct server *s, long fds)
 {
 	const struct config *cfg = s->cfg;
+	size_t nreplay;
 
-	s->maxconns = server_capacity(cfg);
-	for (s->mapsize = 16; s->mapsize < 2 * s->maxconns; s->mapsize *= 2)
+	server_limits(cfg, fds, &s->maxclients, &s->maxpending);
+	s->maxconns = s->maxclients + s->maxpending;
+	for (s->mapsize = 16; s->mapsize < 2 * s->maxclients; s->mapsize *= 2)
 		;
+	for (s->srcsize = 16; s->srcsize < 2 * s->maxpending; s->srcsize *= 2)
+		;
+	nreplay = REPLAY_PER_SLOT * s->maxconns;
+	if (nreplay < REPLAY_MIN)
+		nreplay = REPLAY_MIN;
 	s->conns = calloc(s->maxconns, sizeof(*s->conns));
 	s->map = calloc(s->mapsize, sizeof(*s->map));
-	if (s->conns == NULL || s->map == NULL)
+	s->srcs = calloc(s->srcsize, sizeof(*s->srcs));
+	if (s->conns == NULL || s->map == NULL || s->srcs == NULL ||
+	    replay_init(&s->replay, nreplay) < 0)
 		fatalx("out of memory");
+	rand_bytes(&s->srckey, sizeof(s->srckey));
 	if (cfg->has_dhcp)
 		s->last_alloc = cfg->dhcp.addr & prefix_mask(cfg->dhcp.prefix);
+}
+
+static void server_tables_free(struct server *s)
+{
+	free(s->conns);
+	free(s->map);
+	free(s->srcs);
+	replay_free(&s->replay);
 }
 
 static void server_init(struct server *s, const struct config *cfg)
 {
 	struct uri u;
 	char err[256];
+	long fds;
 
 	memset(s, 0, sizeof(*s));
 	s->cfg = cfg;
@@ -1520,8 +2050,15 @@ static void server_init(struct server *s, const struct config *cfg)
 	if (u.tls && (s->tls = tls_server_ctx_load(cfg->cert, cfg->key, err,
 	    sizeof(err))) == NULL)
 		fatalx("%s", err);
-	server_tables(s);
+	fds = server_fd_limit();
+	server_tables(s, fds);
+	if ((s->spare_fd = open("/dev/null", O_RDONLY)) >= 0)
+		fd_nonblock(s->spare_fd);
 	server_listen(s, &u);
+	log_info("capacity: %zu clients, and %zu more connections while they "
+	    "authenticate (%ld file descriptors%s%s)", s->maxclients,
+	    s->maxpending, fds, cfg->max_clients > 0 ? ", --max-clients" : "",
+	    cfg->has_dhcp ? ", the --dhcp range" : "");
 }
 
 void server_run(const struct config *cfg)
@@ -1529,21 +2066,25 @@ void server_run(const struct config *cfg)
 	static struct server s;
 	struct pollfd *pfd;
 	size_t i, npfd;
+	int64_t tick = 0;
 
 	server_init(&s, cfg);
 	if ((pfd = calloc(1 + SERVER_MAX_LISTEN + s.maxconns,
 	    sizeof(*pfd))) == NULL)
 		fatalx("out of memory");
 	while (!sig_quit) {
-		int64_t now;
-		int timeout = 1000;
+		int64_t now = now_ms();
+		int timeout = 1000, paused = now < s.accept_paused_ms;
 
 		pfd[0].fd = sig_pipe[0];
 		pfd[0].events = POLLIN;
 		for (i = 0; i < (size_t)s.nlfd; i++) {
-			pfd[1 + i].fd = s.lfd[i];
+			pfd[1 + i].fd = paused ? -1 : s.lfd[i];
 			pfd[1 + i].events = POLLIN;
+			pfd[1 + i].revents = 0;
 		}
+		if (paused && s.accept_paused_ms - now < timeout)
+			timeout = (int)(s.accept_paused_ms - now);
 		npfd = 1 + (size_t)s.nlfd;
 		for (i = 0; i < s.top; i++) {
 			struct conn *c = s.conns[i];
@@ -1561,8 +2102,11 @@ void server_run(const struct config *cfg)
 			struct conn *c = s.conns[i];
 
 			if (c != NULL && (pfd[npfd + i].revents ||
-			    ws_pending(&c->ws)))
+			    ws_pending(&c->ws))) {
+				log_peer(c->from);
 				server_conn_read(&s, c);
+				log_peer(NULL);
+			}
 		}
 		now = now_ms();
 		for (i = 0; i < s.top; i++) {
@@ -1576,6 +2120,10 @@ void server_run(const struct config *cfg)
 		for (i = 0; i < (size_t)s.nlfd; i++)
 			if (pfd[1 + i].revents & POLLIN)
 				server_accept(&s, s.lfd[i]);
+		if (now - tick >= 1000) {
+			tick = now;
+			log_tick();
+		}
 		if (sig_status) {
 			sig_status = 0;
 			server_status(&s);
@@ -1585,6 +2133,8 @@ void server_run(const struct config *cfg)
 	for (i = 0; i < s.top; i++)
 		if (s.conns[i] != NULL)
 			server_close(&s, s.conns[i], "server shutting down");
+	server_tables_free(&s);
+	free(pfd);
 }
 
 /* ---- The client (PROTOCOL 3 and 4). ---- */
@@ -2672,6 +3222,8 @@ void client_run(const struct config *cfg)
 #ifdef CANDY_NO_MAIN
 /* ---- For tests and fuzzing: the dispatchers without sockets. ---- */
 
+#define TEST_FD_LIMIT	2048	/* descriptors server_test_run assumes */
+
 /* see candy.h */
 int server_test_run(const struct config *cfg, unsigned char *const *m,
     const size_t *len, const size_t *from, size_t n)
@@ -2683,22 +3235,18 @@ int server_test_run(const struct config *cfg, unsigned char *const *m,
 	if (s == NULL)
 		return -1;
 	s->cfg = cfg;
-	server_tables(s);
+	server_tables(s, TEST_FD_LIMIT);
 	for (i = 0; i < n; i++) {
 		size_t k = from[i] % s->maxconns;
 		struct conn *c = s->conns[k];
 
-		/* As server_accept, on no socket, the upgrade done. */
+		/* As server_admit, on no socket, the upgrade done. */
 		if (c == NULL && (c = calloc(1, sizeof(*c))) != NULL) {
-			c->idx = k;
 			c->since_ms = now_ms();
 			snprintf(c->from, sizeof(c->from), "test %zu", k);
 			ws_init_server(&c->ws, -1, NULL);
 			c->ws.state = WS_OPEN;
-			s->conns[k] = c;
-			s->nconns++;
-			if (k >= s->top)
-				s->top = k + 1;
+			server_conn_add(s, c, k);
 		}
 		if (c == NULL)
 			break;
@@ -2711,8 +3259,7 @@ int server_test_run(const struct config *cfg, unsigned char *const *m,
 	for (i = 0; i < s->top; i++)
 		if (s->conns[i] != NULL)
 			server_close(s, s->conns[i], "test over");
-	free(s->conns);
-	free(s->map);
+	server_tables_free(s);
 	free(s);
 	return closed;
 }

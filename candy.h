@@ -71,9 +71,24 @@ void log_init(int debug, int timestamps);
 extern int log_debug_on;	/* test it before building costly debug text */
 void log_debug(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
 void log_info(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
+/*
+ * Warnings, and info lines a peer can cause at will (log_info_limited), are
+ * rate-limited per call site (format string): 10 lines in 10 s, then they
+ * are counted, and the next line of that format after the window, or
+ * log_tick, says "(N more suppressed)".
+ */
+void log_info_limited(const char *fmt, ...)
+    __attribute__((format(printf, 1, 2)));
 void log_warnx(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
 /* log_warn appends ": strerror(errno)". */
 void log_warn(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
+/* Report suppressed counts whose window has ended; call it once a second
+ * or so from the poll loop. */
+void log_tick(void);
+/* While from is set (not NULL), every line that does not already name it
+ * ends with " (from FROM)": set it around the work for one connection, so
+ * that ws.c's and tls.c's warnings name the peer too. */
+const char *log_peer(const char *from);	/* returns the one before */
 /* Print the message to stderr and exit 1: start-up errors only. */
 void fatalx(const char *fmt, ...)
     __attribute__((format(printf, 1, 2), noreturn));
@@ -641,6 +656,7 @@ struct config {
 	int debug;
 	int no_timestamp;
 	int no_source_check;
+	int max_clients;	/* server: 0 means the range and fds decide */
 	char cert[256], key[256];	/* server TLS */
 	char ca[256], pin[128];		/* client TLS */
 	int insecure;
@@ -661,6 +677,15 @@ int config_set(struct config *cfg, const char *key, const char *value,
     char *err, size_t errlen);
 /* Print --help to stdout. */
 void config_usage(void);
+
+/*
+ * The server's capacity with fds file descriptors: *clients authenticated
+ * (every host of the --dhcp range, at most --max-clients, within the
+ * descriptors) and *pending more connections that have not authenticated
+ * yet (1/8 of clients, at least 64, when the descriptors allow).
+ */
+void server_limits(const struct config *cfg, long fds, size_t *clients,
+    size_t *pending);
 
 /* The two modes: each runs its poll loop until SIGINT or SIGTERM. */
 void server_run(const struct config *cfg);

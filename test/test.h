@@ -32,5 +32,6 @@ void test_stun(void);
 void test_peer(void);
 void test_relay(void);
 void test_client(void);
+void test_server(void);
 
 #endif

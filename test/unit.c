@@ -83,6 +83,7 @@ static const struct {
 	{ "peer", test_peer },
 	{ "relay", test_relay },
 	{ "client", test_client },
+	{ "server", test_server },
 };
 
 int main(void)
