@@ -985,17 +985,19 @@ static int ip_is_broadcast(uint32_t ip, const struct cidr *net)
 #define FD_RESERVE		32	/* descriptors not for connections */
 #define FD_LIMIT_MAX		(1 << 20)	/* when the hard limit is none */
 #define FD_PAUSE_MS		1000	/* out of descriptors: stop accepting */
+#define FD_CALM_MS		10000	/* and that is over after this long */
 /*
  * Connections that have not authenticated yet get slots of their own, a
  * share of the clients' (PENDING_SHARE, at least PENDING_MIN): when those
- * are all taken, a new connection evicts the oldest of them.  One source
- * address (IPv4, or IPv6 /64) may hold PENDING_PER_SOURCE of them.  A
- * client authenticates within a few round trips, so it gets in unless that
- * many connections from other places arrive meanwhile.
+ * are all taken, a new connection evicts one of them, from the source
+ * that holds the most.  One source address (IPv4, or IPv6 /64) may hold
+ * PENDING_PER_SOURCE of them.  A real client, alone at its address, so
+ * gets in unless an attacker has as many addresses as there are slots.
  */
 #define PENDING_SHARE		8	/* 1/8 of the client slots */
 #define PENDING_MIN		64
 #define PENDING_PER_SOURCE	16
+#define EVICT_SCAN		64	/* pending connections looked at */
 /*
  * Every AUTH, VMAC and EXPTTUN accepted is remembered until its timestamp
  * leaves the window, so that it cannot be replayed: REPLAY_PER_SLOT per
@@ -1068,7 +1070,7 @@ struct server {
 	struct replay replay;
 	int spare_fd;		/* to take a connection when out of fds */
 	int64_t accept_paused_ms;	/* listeners not polled until then */
-	int fd_short;		/* out of descriptors since the last accept */
+	int64_t fd_short_ms;	/* last out of descriptors; 0: not lately */
 	unsigned long forwarded, dropped, spoofed, refused;
 	unsigned long evicted, refused_source, refused_fd, timed_out;
 };
@@ -1772,9 +1774,30 @@ static size_t server_slot_free(struct server *s)
 	return i;
 }
 
+/*
+ * The connection to evict when the pending slots are all taken: among the
+ * EVICT_SCAN oldest, the oldest from the source that holds the most.  A
+ * client alone at its address is evicted only when no source holds two:
+ * an attacker then needs as many addresses as there are pending slots.
+ */
+static struct conn *pending_victim(const struct server *s)
+{
+	struct conn *c, *best = NULL;
+	uint32_t n, most = 0;
+	int k;
+
+	for (c = s->pend_head, k = 0; c != NULL && k < EVICT_SCAN;
+	    c = c->pend_next, k++)
+		if ((n = s->srcs[src_find(s, c->src)].n) > most) {
+			best = c;
+			most = n;
+		}
+	return best;
+}
+
 /* A new connection on fd from ss: refused when its source already has
  * PENDING_PER_SOURCE connections authenticating; when the pending slots are
- * all taken, the oldest is evicted. */
+ * all taken, one is evicted. */
 static void server_admit(struct server *s, int fd,
     const struct sockaddr_storage *ss)
 {
@@ -1794,12 +1817,11 @@ static void server_admit(struct server *s, int fd,
 		close(fd);
 		return;
 	}
-	if (s->npending >= s->maxpending && s->pend_head != NULL) {
+	if (s->npending >= s->maxpending && (c = pending_victim(s)) != NULL) {
 		s->evicted++;
 		log_info_limited("closing %s: not authenticated, and %zu "
-		    "connections are authenticating", s->pend_head->from,
-		    s->npending);
-		server_close(s, s->pend_head, "evicted");
+		    "connections are authenticating", c->from, s->npending);
+		server_close(s, c, "evicted");
 	}
 	if ((i = server_slot_free(s)) == s->maxconns ||
 	    (c = calloc(1, sizeof(*c))) == NULL) {
@@ -1828,16 +1850,17 @@ static void server_admit(struct server *s, int fd,
  * accept() failed for want of descriptors.  The connection stays in the
  * backlog and the listener readable: poll would return at once, forever.
  * Take it with the spare descriptor and close it, and stop polling the
- * listeners for FD_PAUSE_MS.  Logged once until an accept succeeds.
+ * listeners for FD_PAUSE_MS.  Logged once, and the end once, when it has
+ * not happened for FD_CALM_MS (server_fd_calm).
  */
 static void server_fd_short(struct server *s, int lfd)
 {
 	int fd;
 
-	if (!s->fd_short)
+	if (s->fd_short_ms == 0)
 		log_warn("out of file descriptors: refusing connections for "
 		    "now");
-	s->fd_short = 1;
+	s->fd_short_ms = now_ms();
 	s->refused_fd++;
 	if (s->spare_fd >= 0) {
 		close(s->spare_fd);
@@ -1848,6 +1871,15 @@ static void server_fd_short(struct server *s, int lfd)
 			fd_nonblock(s->spare_fd);
 	}
 	s->accept_paused_ms = now_ms() + FD_PAUSE_MS;
+}
+
+static void server_fd_calm(struct server *s, int64_t now)
+{
+	if (s->fd_short_ms != 0 && now - s->fd_short_ms > FD_CALM_MS) {
+		log_info("file descriptors free again (%lu connections "
+		    "refused for want of them so far)", s->refused_fd);
+		s->fd_short_ms = 0;
+	}
 }
 
 static void server_accept(struct server *s, int lfd)
@@ -1863,11 +1895,6 @@ static void server_accept(struct server *s, int lfd)
 			    errno == ENOBUFS || errno == ENOMEM)
 				server_fd_short(s, lfd);
 			return;
-		}
-		if (s->fd_short) {
-			log_info("file descriptors free again (%lu connections "
-			    "refused meanwhile)", s->refused_fd);
-			s->fd_short = 0;
 		}
 		server_admit(s, fd, &ss);
 	}
@@ -2123,6 +2150,7 @@ void server_run(const struct config *cfg)
 		if (now - tick >= 1000) {
 			tick = now;
 			log_tick();
+			server_fd_calm(&s, now);
 		}
 		if (sig_status) {
 			sig_status = 0;

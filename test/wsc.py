@@ -18,7 +18,16 @@
 #       noread (never reads again, pings every 2 s), close:TEXT (a close
 #       frame with TEXT instead of the grant), drop:SECS (serve, close
 #       after SECS).  Prints "conn N" and "auth IP" as they happen.
-import base64, hashlib, os, select, socket, struct, sys, time
+#   flood HOST PORT N SECS SRC[,SRC...]  keep N connections open from the
+#       source addresses in turn, each upgraded and pinged every second but
+#       never authenticated, reopening those the server closes, for SECS;
+#       then wait up to 30 s for the server to close the rest.  Prints what
+#       happened ("opened N refused N ... left 0")
+#   many HOST PORT PW N CIDR16 [HOLD]     authenticate N connections as
+#       N addresses of CIDR16 (a /16), one after the other; print
+#       "accepted N" for those still open 3 s after the last, then keep
+#       them HOLD more seconds
+import base64, hashlib, os, resource, select, socket, struct, sys, time
 
 GUID = b"258EAFA5-E914-47DA-95CA-C5AB0DC85B11"
 
@@ -32,10 +41,12 @@ def ip4(s):
 
 
 class Conn:
-    def __init__(self, host, port, rcvbuf=0):
+    def __init__(self, host, port, rcvbuf=0, src=None):
         self.s = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
         if rcvbuf:
             self.s.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, rcvbuf)
+        if src:
+            self.s.bind((src, 0))
         self.s.settimeout(5)
         self.s.connect((host, int(port)))
         key = base64.b64encode(os.urandom(16))
@@ -379,11 +390,113 @@ def cmd_server(port, pw, grants, routes, mode):
         s.close()
 
 
+def fd_limit_raise():
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
+
+
+def try_conn(host, port, src=None):
+    try:
+        c = Conn(host, port, src=src)
+        c.born = time.time()
+        return c
+    except (OSError, EOFError):
+        return None
+
+
+def alive(conns):
+    """Drop (and return the ages of) the connections the server closed."""
+    p = select.poll()
+    for c in conns:
+        p.register(c.s, select.POLLIN)
+    ready = {fd for fd, _ in p.poll(0)}
+    ages = []
+    for c in list(conns):
+        if c.s.fileno() not in ready:
+            continue
+        try:
+            d = c.s.recv(65536)
+        except OSError:
+            d = b""
+        if not d or d[:1] == b"\x88":
+            ages.append(time.time() - c.born)
+            c.s.close()
+            conns.remove(c)
+    return ages
+
+
+def cmd_flood(host, port, n, secs, srcs):
+    fd_limit_raise()
+    srcs = srcs.split(",")
+    conns, opened, refused, closed, oldest = [], 0, 0, 0, 0.0
+    end, k, ping = time.time() + float(secs), 0, 0
+    while time.time() < end:
+        if len(conns) < int(n):
+            c = try_conn(host, port, srcs[k % len(srcs)])
+            k += 1
+            if c is None:
+                refused += 1
+                time.sleep(0.01)
+            else:
+                opened += 1
+                conns.append(c)
+        else:
+            time.sleep(0.05)
+        if time.time() > ping:
+            ping = time.time() + 1
+            for c in conns:
+                try:
+                    c.send(b"hi", opcode=9)
+                except OSError:
+                    pass
+        ages = alive(conns)
+        closed += len(ages)
+        oldest = max([oldest] + ages)
+    print("flooded: opened %d refused %d closed %d open %d" %
+          (opened, refused, closed, len(conns)), flush=True)
+    end = time.time() + 30
+    while conns and time.time() < end:
+        for c in conns:
+            try:
+                c.send(b"hi", opcode=9)
+            except OSError:
+                pass
+        time.sleep(0.5)
+        ages = alive(conns)
+        oldest = max([oldest] + ages)
+    print("oldest lived %.0f s, left %d" % (oldest, len(conns)))
+    return 0
+
+
+def cmd_many(host, port, pw, n, cidr, hold=0):
+    fd_limit_raise()
+    net = struct.unpack(">I", ip4(cidr.split("/")[0]))[0]
+    conns, failed = [], 0
+    ts = int(time.time())
+    for i in range(int(n)):
+        ip = socket.inet_ntoa(struct.pack(">I", net + 256 + i))
+        c = try_conn(host, port)
+        if c is None:
+            failed += 1
+            continue
+        c.send(auth_msg(pw, ip, ts))
+        conns.append(c)
+        if i % 256 == 255:
+            alive(conns)
+    time.sleep(3)
+    alive(conns)
+    print("accepted %d failed %d" % (len(conns), failed), flush=True)
+    time.sleep(float(hold))
+    return 0
+
+
 def main(argv):
     cmd, args = argv[1], argv[2:]
     if cmd == "http":
         cmd_http(*args)
         return 0
+    if cmd == "flood":
+        return cmd_flood(*args)
     pw = args[2].encode() if len(args) > 2 else b""
     if cmd == "replay":
         return cmd_replay(args[0], args[1], pw, args[3])
@@ -396,6 +509,8 @@ def main(argv):
                           args[4])
     if cmd == "ipip":
         return cmd_ipip(args[0], args[1], pw, *args[3:6])
+    if cmd == "many":
+        return cmd_many(args[0], args[1], pw, *args[3:6])
     if cmd == "slow":
         return cmd_slow(args[0], args[1], pw, args[3], args[4])
     return 64
