@@ -1669,7 +1669,7 @@ static int server_peer_msg(struct server *s, struct conn *c, unsigned char *m,
 	char a[16], b[16];
 
 	if (src != c->addr) {
-		log_info("closing %s (%s): message with source %s", c->from,
+		log_info_limited("closing %s (%s): message with source %s", c->from,
 		    ip_str(c->addr, a), ip_str(src, b));
 		return -1;
 	}
@@ -1711,12 +1711,12 @@ static int server_dispatch(struct server *s, struct conn *c, unsigned char *m,
 		if (server_handlers[i].type != m[0])
 			continue;
 		if (len < server_handlers[i].minlen) {
-			log_info("closing %s: short message type %d (%zu bytes)",
+			log_info_limited("closing %s: short message type %d (%zu bytes)",
 			    c->from, m[0], len);
 			return -1;
 		}
 		if (server_handlers[i].need_auth && c->addr == 0) {
-			log_info("closing %s: message type %d before AUTH",
+			log_info_limited("closing %s: message type %d before AUTH",
 			    c->from, m[0]);
 			return -1;
 		}

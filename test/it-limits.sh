@@ -76,12 +76,13 @@ stop srv2
 # never authenticating, against 62 clients + 64 slots for connections
 # authenticating.
 server srv3 -d 172.31.0.0/26 || fail "server 3 listens"
+bg_run atk "$T/flood1.out" timeout 90 python3 "$WSC" flood 10.77.0.1 8080 \
+    40 22 10.77.0.10
+FLOOD1=$BG_PID
+sleep 2
 bg_run atk "$T/flood.out" timeout 90 python3 "$WSC" flood 10.77.0.1 8080 \
     150 20 "$SRCS"
 FLOOD=$BG_PID
-bg_run atk "$T/flood1.out" timeout 90 python3 "$WSC" flood 10.77.0.1 8080 \
-    40 20 10.77.0.10
-FLOOD1=$BG_PID
 sleep 3
 candy_client a a -w ws://10.77.0.1:8080 -p pw
 check "a real client gets its address while strangers flood the server" \
