@@ -1669,8 +1669,8 @@ static int server_peer_msg(struct server *s, struct conn *c, unsigned char *m,
 	char a[16], b[16];
 
 	if (src != c->addr) {
-		log_info_limited("closing %s (%s): message with source %s", c->from,
-		    ip_str(c->addr, a), ip_str(src, b));
+		log_info_limited("closing %s (%s): message with source %s",
+		    c->from, ip_str(c->addr, a), ip_str(src, b));
 		return -1;
 	}
 	if (dst == UINT32_MAX)
@@ -1711,13 +1711,13 @@ static int server_dispatch(struct server *s, struct conn *c, unsigned char *m,
 		if (server_handlers[i].type != m[0])
 			continue;
 		if (len < server_handlers[i].minlen) {
-			log_info_limited("closing %s: short message type %d (%zu bytes)",
-			    c->from, m[0], len);
+			log_info_limited("closing %s: short message type %d "
+			    "(%zu bytes)", c->from, m[0], len);
 			return -1;
 		}
 		if (server_handlers[i].need_auth && c->addr == 0) {
-			log_info_limited("closing %s: message type %d before AUTH",
-			    c->from, m[0]);
+			log_info_limited("closing %s: message type %d before "
+			    "AUTH", c->from, m[0]);
 			return -1;
 		}
 		return server_handlers[i].fn(s, c, m, len);

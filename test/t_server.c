@@ -234,7 +234,8 @@ static void test_log_limit(void)
 	    "log: 10 lines of one format in 10 s, then counted");
 	CHECK(lines_with(f, "(20 more like it suppressed)") == 1,
 	    "log: the count reported when the window ends");
-	CHECK(lines_with(f, "plain info") == 2, "log: info lines are not limited");
+	CHECK(lines_with(f, "plain info") == 2,
+	    "log: info lines are not limited");
 	CHECK(lines_with(f, "a warning about a connection (from "
 	    "192.0.2.7:4242)") == 1 && lines_with(f, "(from") == 1,
 	    "log: a line about a connection names its peer, once");
