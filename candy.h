@@ -458,6 +458,9 @@ int tun_socket_mark(int fd);
 /* The first IPv4 address of an interface that is up, not loopback, not
  * point-to-point and not ours (name not starting "candy"), or 0. */
 uint32_t if_lan_address(void);
+/* Every IPv4 address of this host's interfaces and their broadcast
+ * addresses, up to max into out: how many (0 when they cannot be read). */
+int if_addresses(uint32_t *out, int max);
 
 /* ---- STUN (stun.c): RFC 5389 binding. ---- */
 
@@ -542,11 +545,24 @@ enum peer_msg_type {
 #define PMSG_DELAY_LEN		17
 #define PMSG_ROUTE_LEN		13
 
-#define PEER_MAX	4096	/* peers per client, whatever the network */
+/* The peer table holds one peer per host of the tunnel network but us,
+ * at most PEER_MAX (a sane cap for a /20 or larger). */
+#define PEER_MAX	4096
 #define PEER_IV_LEN	12
 #define PEER_TAG_LEN	16
 #define PEER_OVERHEAD	(PEER_IV_LEN + PEER_TAG_LEN)	/* iv || tag */
 #define PEER_DGRAM_MAX	65536	/* receive buffer: any UDP datagram */
+
+/*
+ * Our ivs begin with these two bytes (the "mark"), then a random 48-bit
+ * salt, then a 32-bit counter: the receiver keeps a sliding window per
+ * salt.  Any other iv is random (the existing Candy): the receiver keeps
+ * the recently seen ones.  See replay_check in peer.c.
+ */
+#define PEER_IV_MARK0	0xca
+#define PEER_IV_MARK1	0x7e
+#define PEER_WINDOW_BITS 1024	/* per salt: counters behind the newest */
+#define PEER_WAYS	4	/* replay tables: entries per hash bucket */
 
 /* AES-256-GCM under one password-derived key, the key schedule done. */
 struct peer_key {
@@ -559,12 +575,16 @@ void peer_key_init(struct peer_key *k, const char *password, uint32_t addr);
 /*
  * Seal d[PEER_OVERHEAD .. PEER_OVERHEAD + n) in place into the datagram
  * iv || tag || ciphertext at d, with iv from ivsrc (8 bytes of salt, then a
- * counter it increments).  Returns the datagram length.
+ * counter it increments; a wrapped counter takes a new salt by
+ * peer_iv_init).  Returns the datagram length.
  */
 struct peer_iv {
-	unsigned char salt[8];
+	unsigned char salt[8];	/* the mark, then 6 random bytes */
 	uint32_t count;
 };
+/* A new iv source: the mark, a random salt, a random counter below 2^31
+ * (two senders whose salts collide then rarely share counters too). */
+void peer_iv_init(struct peer_iv *iv);
 size_t peer_seal(struct peer_key *k, struct peer_iv *iv, unsigned char *d,
     size_t n);
 /* Open a datagram in place: the plaintext is d + PEER_OVERHEAD, len -
@@ -588,23 +608,71 @@ struct peer {
 	struct endpoint pub;	/* public endpoint: UDP4CONN, heartbeats */
 	struct endpoint lan;	/* LAN endpoint: GENERAL/0, heartbeats */
 	struct endpoint real;	/* where its heartbeats come from: used */
+	/* Endpoint changes once CONNECTED (peer_endpoint_move). */
+	struct endpoint cand;	/* a new source of fresh heartbeats */
+	int64_t cand_tx_ms;	/* when we last sent it a heartbeat; 0 not */
+	int64_t real_rx_ms;	/* last fresh heartbeat from real */
+	int64_t moved_ms;	/* last change of real; 0 never */
 	int ack;		/* we have received a heartbeat from it */
+	int answered;		/* ever sent us a fresh authentic heartbeat */
+	uint16_t na_prev, na_next;	/* never-answered list: slot + 1 */
 	int delay_answered;	/* a DELAY probe came back since CONNECTED */
 	int delay_ticks;	/* ticks since the last DELAY probe */
 	int32_t rtt;		/* ms, from DELAY; -1 unknown */
 	unsigned long tx, rx;	/* FORWARD datagrams */
+	struct peer_iv iv;	/* ours, for datagrams to it */
 	struct peer_key key;	/* for traffic to addr */
 };
+
+/* Replay tables (peer.c): a window per salt of our ivs, and random ivs
+ * recently seen; both PEER_WAYS-way, the least recently used replaced. */
+struct peer_window {
+	unsigned char salt[8];
+	uint32_t top;		/* the highest counter accepted */
+	uint32_t stamp;		/* last use; 0: free */
+	uint64_t bits[PEER_WINDOW_BITS / 64];	/* RFC 6479 ring */
+};
+
+struct peer_ivseen {
+	unsigned char iv[PEER_IV_LEN];
+	uint32_t stamp;		/* 0: free */
+};
+
+/* A budget of datagrams to endpoints that never answered (reflection). */
+struct peer_budget {
+	uint32_t ip;
+	uint32_t stamp;		/* last use; 0: free */
+	int64_t ms;		/* tokens counted at */
+	int64_t milli;		/* tokens * 1000 */
+};
+
+#define PEER_OWN_MAX	32	/* our own interface addresses, remembered */
+#define PEER_BUDGET_IPS	64	/* destinations with a budget of their own */
 
 struct p2p {
 	int udp_fd;		/* -1 when P2P is off */
 	uint16_t port;		/* our UDP port */
 	uint32_t self;		/* the address keys and peers are for; 0 none */
-	struct peer *peers;	/* PEER_MAX slots, npeers in use */
-	size_t npeers;
+	struct peer *peers;	/* cap slots, npeers in use */
+	size_t npeers, cap;	/* cap: hosts of the network but us, capped */
 	uint16_t *index;	/* open addressing: address -> slot + 1 */
+	unsigned index_bits;	/* 2^index_bits slots: at least 2 * cap */
+	uint16_t na_head, na_tail;	/* never-answered peers, oldest first */
+	/* Replay tables, kept across sessions with the same address (the
+	 * same key): windows per salt and random ivs recently seen. */
+	struct peer_window *win;
+	size_t nwin;
+	struct peer_ivseen *seen;
+	size_t nseen;
+	uint32_t replay_self;	/* the address they are for */
+	uint32_t replay_seed;	/* hash seed */
+	uint32_t stamp;		/* LRU clock of the tables */
+	struct peer_budget budget[PEER_BUDGET_IPS];
+	struct peer_budget budget_all;	/* every destination together */
+	uint32_t own[PEER_OWN_MAX];	/* our interface addresses */
+	int nown;
+	int64_t own_ms;		/* when own was read */
 	struct peer_key rxkey;	/* our own: every datagram we receive */
-	struct peer_iv iv;
 	char stun_host[256], stun_port[8];
 	struct endpoint stun;	/* the STUN server, resolved */
 	int stun_stale;		/* it did not answer: resolve the name again */
@@ -614,12 +682,18 @@ struct p2p {
 	int64_t discovery_ms;	/* when to send the next DISCOVERY */
 	unsigned long ticks;
 	unsigned long rx_bad;	/* datagrams that failed authentication */
+	unsigned long rx_replay;	/* authentic datagrams seen before */
 	unsigned long tx_err;	/* sendto failures */
+	unsigned long tx_budget;	/* not sent: over the reflection budget */
+	unsigned long evicted;	/* peers evicted from a full table */
+	unsigned long moved;	/* endpoint changes of connected peers */
 	struct relay relay;	/* PROTOCOL 6, with cfg->route > 0 */
-	/* Test hook: when set, messages for the server go here instead of
-	 * client_server_send. */
+	/* Test hooks: when set, messages for the server go here instead of
+	 * client_server_send; loopback_ok accepts endpoints on 127/8 (the
+	 * unit tests' peers all live there). */
 	int (*server_send)(struct client *c, const unsigned char *m,
 	    size_t len);
+	int loopback_ok;
 	unsigned char ctl[PEER_OVERHEAD + 32];	/* our control datagrams */
 	/* Received datagrams, with headroom so that a FORWARD can be routed
 	 * on in place. */

@@ -11,9 +11,18 @@
  * feed the relay table of route.c.
  *
  * Everything runs in candy.c's poll loop: the tick, the socket becoming
- * readable, messages from the server, packets to send.  Memory is taken in
- * p2p_start only; the table never holds more than PEER_MAX peers, nor any
- * address outside the tunnel network.
+ * readable, messages from the server, packets to send.  Memory is taken
+ * when a session brings an address (p2p_ready), sized from the tunnel
+ * network: the table never holds more peers than the network has hosts
+ * (nor more than PEER_MAX), nor any address outside it.
+ *
+ * Nothing that arrives is trusted further than it proves: a datagram
+ * replayed is dropped (replay_check), a heartbeat from a new place moves a
+ * connected peer only once the place answers and the old one went quiet
+ * (peer_endpoint_move), endpoints that are ours, loopback or otherwise
+ * wrong are refused (endpoint_usable), and what we send to endpoints that
+ * never answered has a budget (budget_take): a hostile server cannot aim
+ * us at a victim.
  */
 #include <sys/types.h>
 #include <sys/socket.h>
@@ -36,8 +45,14 @@
 #define PEER_RETRY_MIN_S	30	/* WAITING, doubling on each retry */
 #define PEER_RETRY_MAX_S	3600
 #define PEER_DELAY_TICKS	60	/* between DELAY probes once answered */
-#define PEER_INDEX_BITS		13
-#define PEER_INDEX_SIZE		(1u << PEER_INDEX_BITS)	/* 2 * PEER_MAX */
+#define PEER_MOVE_QUIET_MS	1500	/* real silent this long: may move */
+#define PEER_MOVE_MIN_MS	5000	/* between two endpoint changes */
+#define PEER_OWN_REFRESH_MS	10000	/* our interface addresses re-read */
+#define PROBE_IP_BURST		16	/* datagrams to one unproven address */
+#define PROBE_IP_PER_S		2	/* ... and then per second */
+#define PROBE_ALL_BURST		256	/* to all unproven addresses */
+#define PROBE_ALL_PER_S		64
+#define IVSEEN_PER_PEER		16	/* random ivs remembered, per slot */
 #define UDP_BURST		64	/* datagrams read per p2p_udp_input */
 #define IP_HDR_LEN		20
 #define STUN_DEFAULT_PORT	"3478"
@@ -91,10 +106,22 @@ void peer_key_wipe(struct peer_key *k)
  * The key for an address is fixed for the life of the network and shared
  * by everyone who sends to that address, so GCM's nonce must never repeat
  * across all of them.  Random 96-bit nonces are good for about 2^32
- * datagrams per key; a random 64-bit salt per sender with a 32-bit counter
- * never repeats within a sender and collides across senders only if two
- * salts do.  Receivers take any iv, so this is our choice alone.
+ * datagrams per key; a random 48-bit salt per sender and receiver with a
+ * 32-bit counter never repeats within a sender and collides across
+ * senders only if two salts do (and their counters meet: they start at
+ * random).  Receivers take any iv; ours also let the receiver keep a
+ * sliding window against replays (replay_check), which the existing
+ * Candy's random ivs do not.  Two bytes mark them as ours.
  */
+/* see candy.h */
+void peer_iv_init(struct peer_iv *iv)
+{
+	iv->salt[0] = PEER_IV_MARK0;
+	iv->salt[1] = PEER_IV_MARK1;
+	rand_bytes(iv->salt + 2, sizeof(iv->salt) - 2);
+	iv->count = rand_below(0x80000000u);
+}
+
 /* see candy.h */
 size_t peer_seal(struct peer_key *k, struct peer_iv *iv, unsigned char *d,
     size_t n)
@@ -102,7 +129,7 @@ size_t peer_seal(struct peer_key *k, struct peer_iv *iv, unsigned char *d,
 	memcpy(d, iv->salt, sizeof(iv->salt));
 	put32(d + sizeof(iv->salt), iv->count);
 	if (++iv->count == 0)
-		rand_bytes(iv->salt, sizeof(iv->salt));
+		peer_iv_init(iv);
 	br_gcm_reset(&k->gcm, d, PEER_IV_LEN);
 	br_gcm_flip(&k->gcm);	/* no additional data */
 	br_gcm_run(&k->gcm, 1, d + PEER_OVERHEAD, n);
@@ -141,18 +168,23 @@ static int endpoint_eq(const struct endpoint *a, const struct endpoint *b)
 }
 
 /*
- * Whether peer datagrams may go to ip:port.  An address inside the tunnel
- * network or an SD-WAN destination is routed into our own TUN device: the
- * "direct" path would ride on the tunnel it is meant to replace.  The
- * existing client gives up LAN endpoints altogether once it has SD-WAN
- * routes; we refuse only the endpoints that would loop.
+ * Whether peer datagrams may go to ip:port at all.  0.0.0.0/8, loopback,
+ * multicast, the reserved block and broadcast never reach a peer.  An
+ * address inside the tunnel network or an SD-WAN destination is routed
+ * into our own TUN device: the "direct" path would ride on the tunnel it
+ * is meant to replace.  The existing client gives up LAN endpoints
+ * altogether once it has SD-WAN routes; we refuse only the endpoints that
+ * would loop.
  */
-static int endpoint_usable(const struct client *c, uint32_t ip, uint16_t port)
+static int endpoint_routable(const struct client *c, uint32_t ip,
+    uint16_t port)
 {
 	const struct config *cfg = c->cfg;
 	int i;
 
 	if (ip == 0 || port == 0 || ip >> 24 == 0 || ip >= 0xe0000000u)
+		return 0;
+	if (ip >> 24 == 127 && !c->p2p.loopback_ok)
 		return 0;
 	if ((ip & c->mask) == c->net)
 		return 0;
@@ -162,6 +194,120 @@ static int endpoint_usable(const struct client *c, uint32_t ip, uint16_t port)
 	for (i = 0; i < cfg->nsdwan; i++)
 		if ((ip & cfg->sdwan[i].mask) == cfg->sdwan[i].dst)
 			return 0;
+	return 1;
+}
+
+/*
+ * Whether ip:port may be a peer's endpoint: routable, and not one of our
+ * own addresses (interfaces, their broadcast addresses, our public
+ * endpoint): a peer that named one would have us talk to ourselves or
+ * flood our LAN.  Our own LAN address is routable (we offer it) but
+ * never a peer's.
+ */
+static int endpoint_usable(const struct client *c, uint32_t ip,
+    uint16_t port)
+{
+	const struct p2p *p2p = &c->p2p;
+	int i;
+
+	if (!endpoint_routable(c, ip, port))
+		return 0;
+	if (ip == p2p->public.ip && port == p2p->public.port)
+		return 0;
+	if (ip >> 24 == 127)	/* loopback_ok: the tests' peers */
+		return 1;
+	if (ip == c->cfg->localhost)
+		return 0;
+	for (i = 0; i < p2p->nown; i++)
+		if (ip == p2p->own[i])
+			return 0;
+	return 1;
+}
+
+/* Re-read our interface addresses now and then (a DHCP lease changes). */
+static void own_refresh(struct client *c, int64_t now)
+{
+	struct p2p *p2p = &c->p2p;
+
+	if (p2p->own_ms != 0 && now - p2p->own_ms < PEER_OWN_REFRESH_MS)
+		return;
+	p2p->own_ms = now;
+	p2p->nown = if_addresses(p2p->own, PEER_OWN_MAX);
+}
+
+static uint32_t stamp_next(struct p2p *p2p)
+{
+	if (++p2p->stamp == 0)
+		p2p->stamp = 1;
+	return p2p->stamp;
+}
+
+/* Least recently used first, across the wrap of the stamp clock. */
+static int stamp_older(uint32_t a, uint32_t b)
+{
+	return (int32_t)(a - b) < 0;
+}
+
+/* A token bucket, refilled to now: per_s tokens a second, at most burst. */
+static void bucket_refill(struct peer_budget *b, int64_t now, int burst,
+    int per_s)
+{
+	int64_t dt = now - b->ms;
+
+	if (dt > 0) {
+		b->milli += dt * per_s;
+		if (b->milli > (int64_t)burst * 1000)
+			b->milli = (int64_t)burst * 1000;
+	}
+	b->ms = now;
+}
+
+/*
+ * Reflection: whoever names an endpoint (a server's UDP4CONN or GENERAL,
+ * a datagram's spoofed source) makes us send there before the endpoint
+ * has proved anything.  Those datagrams come out of two budgets, one per
+ * destination address (PROBE_IP_BURST, then PROBE_IP_PER_S; a NAT with
+ * many peers behind it shares one) and one for all (PROBE_ALL_*): a flood
+ * of UDP4CONN naming one victim, from any number of peers, gets it at
+ * most that many.  1 the datagram may go, 0 it may not (counted).
+ */
+static int budget_take(struct client *c, uint32_t ip, int64_t now)
+{
+	struct p2p *p2p = &c->p2p;
+	struct peer_budget *b, *slot;
+	size_t i, base;
+
+	base = (size_t)((ip * 2654435761u) >> 16) % (PEER_BUDGET_IPS /
+	    PEER_WAYS) * PEER_WAYS;
+	slot = &p2p->budget[base];
+	for (i = 0; i < PEER_WAYS; i++) {
+		b = &p2p->budget[base + i];
+		if (b->stamp != 0 && b->ip == ip)
+			break;
+		if (b->stamp == 0 || (slot->stamp != 0 &&
+		    stamp_older(b->stamp, slot->stamp)))
+			slot = b;
+	}
+	if (i == PEER_WAYS) {	/* a new one, full */
+		b = slot;
+		b->ip = ip;
+		b->ms = now;
+		b->milli = (int64_t)PROBE_IP_BURST * 1000;
+	}
+	b->stamp = stamp_next(p2p);
+	if (p2p->budget_all.stamp == 0) {
+		p2p->budget_all.stamp = 1;
+		p2p->budget_all.ms = now;
+		p2p->budget_all.milli = (int64_t)PROBE_ALL_BURST * 1000;
+	}
+	bucket_refill(b, now, PROBE_IP_BURST, PROBE_IP_PER_S);
+	bucket_refill(&p2p->budget_all, now, PROBE_ALL_BURST, PROBE_ALL_PER_S);
+	if (b->milli < 1000 || p2p->budget_all.milli < 1000) {
+		p2p->tx_budget++;
+		return 0;
+	}
+	b->milli -= 1000;
+	p2p->budget_all.milli -= 1000;
 	return 1;
 }
 
@@ -198,9 +344,25 @@ const char *peer_state_name(enum peer_state s)
 	    sizeof(peer_state_names[0]) ? peer_state_names[s] : "?";
 }
 
-static size_t peer_hash(uint32_t addr)
+static size_t peer_hash(const struct p2p *p2p, uint32_t addr)
 {
-	return (size_t)((addr * 2654435761u) >> (32 - PEER_INDEX_BITS));
+	return (size_t)((addr * 2654435761u) >> (32 - p2p->index_bits));
+}
+
+static size_t index_next(const struct p2p *p2p, size_t i)
+{
+	return (i + 1) & (((size_t)1 << p2p->index_bits) - 1);
+}
+
+/* The index slot holding addr; the peer must be in the table. */
+static size_t index_find(const struct p2p *p2p, uint32_t addr)
+{
+	size_t i;
+
+	for (i = peer_hash(p2p, addr); p2p->peers[p2p->index[i] - 1].addr !=
+	    addr; i = index_next(p2p, i))
+		;
+	return i;
 }
 
 /* see candy.h */
@@ -211,8 +373,8 @@ struct peer *peer_lookup(struct client *c, uint32_t addr)
 
 	if (p2p->index == NULL)
 		return NULL;
-	for (i = peer_hash(addr); p2p->index[i] != 0;
-	    i = (i + 1) & (PEER_INDEX_SIZE - 1)) {
+	for (i = peer_hash(p2p, addr); p2p->index[i] != 0;
+	    i = index_next(p2p, i)) {
 		struct peer *p = &p2p->peers[p2p->index[i] - 1];
 
 		if (p->addr == addr)
@@ -222,26 +384,145 @@ struct peer *peer_lookup(struct client *c, uint32_t addr)
 }
 
 /*
+ * Peers that never answered (no fresh authentic heartbeat yet), oldest
+ * first: the first to go when the table is full.  Links are slot + 1.
+ */
+static void na_link(struct p2p *p2p, size_t slot)
+{
+	struct peer *p = &p2p->peers[slot];
+
+	p->na_prev = p2p->na_tail;
+	p->na_next = 0;
+	if (p2p->na_tail != 0)
+		p2p->peers[p2p->na_tail - 1].na_next = (uint16_t)(slot + 1);
+	else
+		p2p->na_head = (uint16_t)(slot + 1);
+	p2p->na_tail = (uint16_t)(slot + 1);
+}
+
+static void na_unlink(struct p2p *p2p, size_t slot)
+{
+	struct peer *p = &p2p->peers[slot];
+
+	if (p->na_prev != 0)
+		p2p->peers[p->na_prev - 1].na_next = p->na_next;
+	else
+		p2p->na_head = p->na_next;
+	if (p->na_next != 0)
+		p2p->peers[p->na_next - 1].na_prev = p->na_prev;
+	else
+		p2p->na_tail = p->na_prev;
+	p->na_prev = p->na_next = 0;
+}
+
+/* The peer in slot answered: it is no longer first to be evicted. */
+static void peer_answered(struct p2p *p2p, struct peer *p)
+{
+	if (p->answered)
+		return;
+	p->answered = 1;
+	na_unlink(p2p, (size_t)(p - p2p->peers));
+}
+
+/*
+ * Take the peer in slot out of the table: its index entry goes (linear
+ * probing: later entries of the run shift back), and the last peer
+ * moves into the hole so that peers[0 .. npeers) stays dense.  A moved
+ * key is derived again: a peer_key cannot be copied.
+ */
+static void peer_remove(struct client *c, size_t slot)
+{
+	struct p2p *p2p = &c->p2p;
+	struct peer *p = &p2p->peers[slot], *last;
+	size_t i, j, k;
+
+	if (!p->answered)
+		na_unlink(p2p, slot);
+	i = index_find(p2p, p->addr);
+	for (j = index_next(p2p, i); p2p->index[j] != 0;
+	    j = index_next(p2p, j)) {
+		k = peer_hash(p2p, p2p->peers[p2p->index[j] - 1].addr);
+		/* Entry j stays unless its home k lies cyclically in
+		 * (i, j]: then slot i would break its run. */
+		if (i <= j ? (i < k && k <= j) : (i < k || k <= j))
+			continue;
+		p2p->index[i] = p2p->index[j];
+		i = j;
+	}
+	p2p->index[i] = 0;
+	wipe(p, sizeof(*p));
+	last = &p2p->peers[--p2p->npeers];
+	if (last == p)
+		return;
+	p2p->index[index_find(p2p, last->addr)] = (uint16_t)(slot + 1);
+	memcpy(p, last, sizeof(*p));
+	wipe(last, sizeof(*last));
+	peer_key_init(&p->key, c->cfg->password, p->addr);
+	if (!p->answered) {
+		if (p->na_prev != 0)
+			p2p->peers[p->na_prev - 1].na_next =
+			    (uint16_t)(slot + 1);
+		else
+			p2p->na_head = (uint16_t)(slot + 1);
+		if (p->na_next != 0)
+			p2p->peers[p->na_next - 1].na_prev =
+			    (uint16_t)(slot + 1);
+		else
+			p2p->na_tail = (uint16_t)(slot + 1);
+	}
+}
+
+/*
+ * The table is full: which peer goes?  The oldest that never answered
+ * (an insider who makes up thousands of addresses fills the table with
+ * those, and real peers, which answer, stay); failing that the one not
+ * connected that we heard from longest ago.  -1: every peer is connected.
+ */
+static long peer_victim(struct p2p *p2p)
+{
+	size_t i;
+	long best = -1;
+
+	if (p2p->na_head != 0)
+		return (long)p2p->na_head - 1;
+	for (i = 0; i < p2p->npeers; i++)
+		if (p2p->peers[i].state != PEER_CONNECTED && (best < 0 ||
+		    p2p->peers[i].last_rx_ms < p2p->peers[best].last_rx_ms))
+			best = (long)i;
+	return best;
+}
+
+/*
  * The peer for addr, made in INIT if need be.  NULL for an address that
  * cannot be a peer (outside the tunnel network, ours, the network or
- * broadcast address) and when the table is full: whatever the server or
- * the peers send, the table cannot outgrow the network.
+ * broadcast address) and when the table is full of connected peers:
+ * whatever the server or the peers send, the table cannot outgrow the
+ * network.
  */
 static struct peer *peer_get(struct client *c, uint32_t addr)
 {
 	struct p2p *p2p = &c->p2p;
 	struct peer *p;
 	size_t i;
-	char a[16];
+	long v;
+	char a[16], b[16];
 
 	if ((p = peer_lookup(c, addr)) != NULL)
 		return p;
 	if ((addr & c->mask) != c->net || addr == c->addr || addr == c->net ||
-	    addr == (c->net | ~c->mask))
+	    addr == (c->net | ~c->mask) || p2p->cap == 0)
 		return NULL;
-	if (p2p->npeers == PEER_MAX) {
-		log_debug("p2p: peer table full, %s ignored", ip_str(addr, a));
-		return NULL;
+	if (p2p->npeers == p2p->cap) {
+		if ((v = peer_victim(p2p)) < 0) {
+			log_debug("p2p: peer table full, %s ignored",
+			    ip_str(addr, a));
+			return NULL;
+		}
+		if (log_debug_on)
+			log_debug("p2p: peer table full, %s evicted for %s",
+			    ip_str(p2p->peers[v].addr, b), ip_str(addr, a));
+		p2p->evicted++;
+		peer_remove(c, (size_t)v);
 	}
 	p = &p2p->peers[p2p->npeers];
 	memset(p, 0, sizeof(*p));
@@ -250,11 +531,13 @@ static struct peer *peer_get(struct client *c, uint32_t addr)
 	p->since_ms = now_ms();
 	p->retry_s = PEER_RETRY_MIN_S;
 	p->rtt = -1;
+	peer_iv_init(&p->iv);
 	peer_key_init(&p->key, c->cfg->password, addr);
-	for (i = peer_hash(addr); p2p->index[i] != 0;
-	    i = (i + 1) & (PEER_INDEX_SIZE - 1))
+	for (i = peer_hash(p2p, addr); p2p->index[i] != 0;
+	    i = index_next(p2p, i))
 		;
 	p2p->index[i] = (uint16_t)++p2p->npeers;
+	na_link(p2p, p2p->npeers - 1);
 	return p;
 }
 
@@ -266,23 +549,97 @@ static void peer_table_clear(struct p2p *p2p)
 	for (i = 0; i < p2p->npeers; i++)
 		wipe(&p2p->peers[i], sizeof(p2p->peers[i]));
 	p2p->npeers = 0;
+	p2p->na_head = p2p->na_tail = 0;
 	if (p2p->index != NULL)
-		memset(p2p->index, 0, PEER_INDEX_SIZE * sizeof(p2p->index[0]));
+		memset(p2p->index, 0, ((size_t)1 << p2p->index_bits) *
+		    sizeof(p2p->index[0]));
+}
+
+static void replay_clear(struct p2p *p2p)
+{
+	if (p2p->win != NULL)
+		memset(p2p->win, 0, p2p->nwin * sizeof(p2p->win[0]));
+	if (p2p->seen != NULL)
+		memset(p2p->seen, 0, p2p->nseen * sizeof(p2p->seen[0]));
+}
+
+/*
+ * The table is sized from the tunnel network: one peer per host but the
+ * network and broadcast addresses and us, at most PEER_MAX.  Each peer
+ * slot brings two salt windows (its current salt and one after a
+ * restart) and IVSEEN_PER_PEER random ivs.
+ */
+static size_t peer_capacity(const struct client *c)
+{
+	uint64_t n = (uint64_t)(uint32_t)~c->mask + 1;
+
+	n = n > 3 ? n - 3 : 1;
+	return n < PEER_MAX ? (size_t)n : PEER_MAX;
+}
+
+static void p2p_tables_free(struct p2p *p2p)
+{
+	peer_table_clear(p2p);
+	free(p2p->peers);
+	free(p2p->index);
+	free(p2p->win);
+	free(p2p->seen);
+	p2p->peers = NULL;
+	p2p->index = NULL;
+	p2p->win = NULL;
+	p2p->seen = NULL;
+	p2p->cap = p2p->nwin = p2p->nseen = 0;
+	p2p->replay_self = 0;
+}
+
+/* 0 ok, -1 out of memory (then P2P stays idle: cap 0). */
+static int p2p_tables_alloc(struct p2p *p2p, size_t cap)
+{
+	unsigned bits = 2;
+
+	p2p_tables_free(p2p);
+	while (((size_t)1 << bits) < 2 * cap)
+		bits++;
+	p2p->peers = calloc(cap, sizeof(p2p->peers[0]));
+	p2p->index = calloc((size_t)1 << bits, sizeof(p2p->index[0]));
+	p2p->nwin = (size_t)1 << bits;
+	p2p->win = calloc(p2p->nwin, sizeof(p2p->win[0]));
+	p2p->nseen = (size_t)IVSEEN_PER_PEER << bits >> 1;
+	p2p->seen = calloc(p2p->nseen, sizeof(p2p->seen[0]));
+	if (p2p->peers == NULL || p2p->index == NULL || p2p->win == NULL ||
+	    p2p->seen == NULL) {
+		p2p_tables_free(p2p);
+		return -1;
+	}
+	p2p->index_bits = bits;
+	p2p->cap = cap;
+	return 0;
 }
 
 /*
  * Keys and peers belong to one address of ours.  candy.c calls p2p_stop
  * when the address changes; this also catches the first authentication.
- * 0 when there is nothing to do yet (P2P off, not authenticated).
+ * The replay tables outlive a session when the address (so our key) stays:
+ * datagrams seen before a reconnection stay seen.  0 when there is nothing
+ * to do yet (P2P off, not authenticated).
  */
 static int p2p_ready(struct client *c)
 {
 	struct p2p *p2p = &c->p2p;
+	size_t cap;
 
 	if (p2p->udp_fd < 0 || c->addr == 0)
 		return 0;
 	if (p2p->self != c->addr) {
 		peer_table_clear(p2p);
+		cap = peer_capacity(c);
+		if (cap != p2p->cap && p2p_tables_alloc(p2p, cap) < 0)
+			log_warnx("out of memory for %zu peers: peer-to-peer "
+			    "off", cap);
+		if (p2p->replay_self != c->addr) {
+			replay_clear(p2p);
+			p2p->replay_self = c->addr;
+		}
 		p2p->self = c->addr;
 		peer_key_init(&p2p->rxkey, c->cfg->password, c->addr);
 		relay_reset(&p2p->relay, c->addr, c->cfg->route);
@@ -343,21 +700,28 @@ static void discovery_send(struct client *c, uint32_t dst)
 
 /* ---- Peer datagrams we send. ---- */
 
-/* Seal a control message for p and send it to ep. */
-static void peer_ctl_send(struct client *c, struct peer *p,
+/*
+ * Seal a control message for p and send it to ep.  Only the endpoint
+ * fresh heartbeats come from (real) has proved anything; the rest come
+ * out of the reflection budget.
+ */
+static int peer_ctl_send(struct client *c, struct peer *p,
     const struct endpoint *ep, const unsigned char *m, size_t len)
 {
 	struct p2p *p2p = &c->p2p;
 	size_t n;
 
 	if (ep->ip == 0)
-		return;
+		return -1;
+	if (!endpoint_eq(ep, &p->real) && !budget_take(c, ep->ip, now_ms()))
+		return -1;
 	memcpy(p2p->ctl + PEER_OVERHEAD, m, len);
-	n = peer_seal(&p->key, &p2p->iv, p2p->ctl, len);
-	udp_send(c, ep, p2p->ctl, n);
+	n = peer_seal(&p->key, &p->iv, p2p->ctl, len);
+	return udp_send(c, ep, p2p->ctl, n);
 }
 
-static void heartbeat_send(struct client *c, struct peer *p,
+/* 0 sent, -1 not (no endpoint, over budget, send error). */
+static int heartbeat_send(struct client *c, struct peer *p,
     const struct endpoint *ep)
 {
 	unsigned char m[PMSG_HEARTBEAT_LEN];
@@ -368,7 +732,7 @@ static void heartbeat_send(struct client *c, struct peer *p,
 	 * receiver ignores them. */
 	memset(m + 5, 0, 6);
 	m[11] = (unsigned char)p->ack;
-	peer_ctl_send(c, p, ep, m, sizeof(m));
+	return peer_ctl_send(c, p, ep, m, sizeof(m));
 }
 
 /* A round-trip probe; the timestamp is our monotonic clock. */
@@ -439,6 +803,8 @@ static void peer_forget_endpoints(struct peer *p)
 	memset(&p->pub, 0, sizeof(p->pub));
 	memset(&p->lan, 0, sizeof(p->lan));
 	memset(&p->real, 0, sizeof(p->real));
+	memset(&p->cand, 0, sizeof(p->cand));
+	p->cand_tx_ms = 0;
 	p->ack = 0;
 	p->delay_answered = 0;
 	p->delay_ticks = 0;
@@ -478,7 +844,7 @@ static void peer_state_set(struct client *c, struct peer *p,
 	if (to == PEER_INIT || to == PEER_WAITING || to == PEER_FAILED)
 		peer_forget_endpoints(p);
 	if (to == PEER_CONNECTED) {
-		p->last_rx_ms = now;
+		p->last_rx_ms = p->real_rx_ms = now;
 		log_info("peer %s connected via %s", ip_str(p->addr, a),
 		    endpoint_str(&p->real, e));
 		if (c->cfg->route > 0) {
@@ -655,17 +1021,140 @@ static void stun_input(struct client *c, const unsigned char *d, size_t n,
 	}
 }
 
+/* ---- Replays (RFC 6479; WireGuard's counter window). ---- */
+
+/*
+ * Every authentic datagram passes here before it is acted on; one whose
+ * iv was seen before is dropped and counted (rx_replay).
+ *
+ * Which table an iv goes to depends on its first two bytes alone: the
+ * mark (PEER_IV_MARK0/1) says "salt and counter", anything else says
+ * "random".  Nothing else counts (not the sender a datagram claims, not
+ * where it came from, not our state), and the iv is authenticated: a
+ * replay cannot change it without failing authentication, so it always
+ * meets the same table, and the same entry, as the original.  Our ivs
+ * always carry the mark, so they never reach the weaker random cache.  A
+ * random iv that happens to begin with the mark (1 in 65536) is taken
+ * for a salt: it costs a window slot, and the datagram is accepted.
+ *
+ * Ours: one window per salt, keyed by the salt itself, not by the peer
+ * the datagram claims to come from.  A salt belongs to one sender
+ * sending to one receiver (peer_iv_init per peer), so that is a window
+ * per peer and per restart of it, and a relayed datagram needs no
+ * sender to be named.  A restarted peer's new salt gets a new window; the
+ * old salt keeps its own, untouched: an old salt replayed meets its old
+ * window and is refused, it never resets anything.  PEER_WINDOW_BITS
+ * (1024, less the 64 of the block being reused as RFC 6479 does) is how
+ * far behind the newest counter a datagram may arrive: senders count per
+ * receiver, so this is reordering by 960 datagrams, about 10 ms at
+ * 100,000 datagrams per second, in 144 bytes a salt.  The table holds two
+ * salts per peer slot (the current one and one more), the least recently
+ * used replaced: a dead salt goes first.  XXX a salt whose window was
+ * replaced (after many restarts of many peers), and every salt after a
+ * restart of ours, can be replayed once more: nothing in an iv says when
+ * it was made.  The tables outlive a reconnection with the same address.
+ *
+ * Random (the existing Candy): IVSEEN_PER_PEER ivs per peer slot are
+ * remembered, PEER_WAYS to a bucket, the oldest replaced: a replay
+ * is caught while the iv is among roughly the last nseen random ivs
+ * received.  A datagram replayed 100 times in a row is delivered once.
+ */
+static size_t replay_bucket(const struct p2p *p2p, const unsigned char *b,
+    size_t n, size_t slots)
+{
+	uint32_t h = p2p->replay_seed;
+	size_t i;
+
+	for (i = 0; i + 4 <= n; i += 4) {
+		h ^= get32(b + i);
+		h *= 0x9e3779b1u;
+		h ^= h >> 15;
+	}
+	return ((size_t)h & (slots / PEER_WAYS - 1)) * PEER_WAYS;
+}
+
+/* RFC 6479: bit (c % PEER_WINDOW_BITS) stands for counter c; moving top
+ * forward clears the 64-bit blocks it passes.  0 new, -1 seen or too old. */
+static int window_check(struct peer_window *w, uint32_t c)
+{
+	const uint32_t nblocks = PEER_WINDOW_BITS / 64;
+	uint32_t blk = c / 64, top = w->top / 64, i, d;
+	uint64_t bit = (uint64_t)1 << (c % 64);
+
+	if (c > w->top) {
+		d = blk - top < nblocks ? blk - top : nblocks;
+		for (i = 1; i <= d; i++)
+			w->bits[(top + i) % nblocks] = 0;
+		w->top = c;
+	} else if (w->top - c >= PEER_WINDOW_BITS - 64)
+		return -1;
+	if (w->bits[blk % nblocks] & bit)
+		return -1;
+	w->bits[blk % nblocks] |= bit;
+	return 0;
+}
+
+static int replay_salt(struct p2p *p2p, const unsigned char *iv)
+{
+	size_t base = replay_bucket(p2p, iv, 8, p2p->nwin), i;
+	struct peer_window *w, *old = NULL;
+
+	for (i = 0; i < PEER_WAYS; i++) {
+		w = &p2p->win[base + i];
+		if (w->stamp != 0 && memcmp(w->salt, iv, 8) == 0) {
+			w->stamp = stamp_next(p2p);
+			return window_check(w, get32(iv + 8));
+		}
+		if (old == NULL || w->stamp == 0 || (old->stamp != 0 &&
+		    stamp_older(w->stamp, old->stamp)))
+			old = w;
+	}
+	memset(old, 0, sizeof(*old));
+	memcpy(old->salt, iv, 8);
+	old->top = get32(iv + 8);
+	old->stamp = stamp_next(p2p);
+	return window_check(old, old->top);
+}
+
+static int replay_random(struct p2p *p2p, const unsigned char *iv)
+{
+	size_t base = replay_bucket(p2p, iv, PEER_IV_LEN, p2p->nseen), i;
+	struct peer_ivseen *e, *old = NULL;
+
+	for (i = 0; i < PEER_WAYS; i++) {
+		e = &p2p->seen[base + i];
+		if (e->stamp != 0 && memcmp(e->iv, iv, PEER_IV_LEN) == 0)
+			return -1;
+		if (old == NULL || e->stamp == 0 || (old->stamp != 0 &&
+		    stamp_older(e->stamp, old->stamp)))
+			old = e;
+	}
+	memcpy(old->iv, iv, PEER_IV_LEN);
+	old->stamp = stamp_next(p2p);
+	return 0;
+}
+
+/* 0: first time (now remembered); -1: a replay, or no tables. */
+static int replay_check(struct p2p *p2p, const unsigned char *iv)
+{
+	if (p2p->win == NULL || p2p->seen == NULL)
+		return -1;
+	if (iv[0] == PEER_IV_MARK0 && iv[1] == PEER_IV_MARK1)
+		return replay_salt(p2p, iv);
+	return replay_random(p2p, iv);
+}
+
 /* ---- Peer datagrams we receive. ---- */
 
 /*
  * A heartbeat came from ep: that is where the peer can be reached, which
  * may not be what it told us (a NAT that picked another port).  A private
- * source is the LAN endpoint and is preferred as the one we use.
+ * source is the LAN endpoint and is preferred as the one we use.  This is
+ * the setup (PROTOCOL.md 5); once CONNECTED, peer_endpoint_move decides.
  */
 static void peer_endpoint_learn(struct peer *p, const struct endpoint *ep)
 {
 	int private = ip_is_private(ep->ip);
-	char a[16], e[22];
 
 	if (private)
 		p->lan = *ep;
@@ -673,10 +1162,53 @@ static void peer_endpoint_learn(struct peer *p, const struct endpoint *ep)
 		p->pub = *ep;
 	if (p->real.ip != 0 && !private && ip_is_private(p->real.ip))
 		return;
-	if (p->state == PEER_CONNECTED && !endpoint_eq(&p->real, ep))
-		log_debug("peer %s: now via %s", ip_str(p->addr, a),
-		    endpoint_str(ep, e));
 	p->real = *ep;
+}
+
+/*
+ * A fresh authentic heartbeat from a connected peer, from somewhere else
+ * than real: its NAT may have moved it, or someone replays a heartbeat
+ * captured earlier from an address of their own (the random ivs of the
+ * existing Candy are remembered for a while only).  The new place becomes
+ * real only when all of these hold:
+ *   - we have sent it a heartbeat (at most one a tick, out of the
+ *     reflection budget) and a fresh heartbeat came from it after that:
+ *     it answers;
+ *   - real has been silent PEER_MOVE_QUIET_MS: a peer that still talks
+ *     from its old place has not moved, whatever else arrives (this needs
+ *     nothing from the existing Candy, which only sends heartbeats);
+ *   - the last move was PEER_MOVE_MIN_MS ago or more.
+ * Until then heartbeats from the candidate do not count as the peer's
+ * (last_rx_ms): if real stays silent the peer is lost as before.
+ */
+static void peer_endpoint_move(struct client *c, struct peer *p,
+    const struct endpoint *from, int64_t now)
+{
+	char a[16], e[22], f[22];
+
+	if (!endpoint_eq(from, &p->cand)) {
+		p->cand = *from;
+		p->cand_tx_ms = 0;
+	}
+	if (p->cand_tx_ms != 0 && p->cand_tx_ms < now &&
+	    now - p->real_rx_ms >= PEER_MOVE_QUIET_MS &&
+	    (p->moved_ms == 0 || now - p->moved_ms >= PEER_MOVE_MIN_MS)) {
+		log_info("peer %s moved from %s to %s", ip_str(p->addr, a),
+		    endpoint_str(&p->real, e), endpoint_str(from, f));
+		if (ip_is_private(from->ip))
+			p->lan = *from;
+		else
+			p->pub = *from;
+		p->real = *from;
+		memset(&p->cand, 0, sizeof(p->cand));
+		p->cand_tx_ms = 0;
+		p->moved_ms = p->real_rx_ms = p->last_rx_ms = now;
+		c->p2p.moved++;
+		return;
+	}
+	if ((p->cand_tx_ms == 0 || now - p->cand_tx_ms >= PEER_TICK_MS) &&
+	    heartbeat_send(c, p, &p->cand) == 0)
+		p->cand_tx_ms = now;
 }
 
 static void heartbeat_input(struct client *c, const struct endpoint *from,
@@ -689,11 +1221,19 @@ static void heartbeat_input(struct client *c, const struct endpoint *from,
 	    p->state == PEER_FAILED)
 		return;
 	if (!endpoint_usable(c, from->ip, from->port)) {
-		log_debug("peer %s: heartbeat from %s ignored (through the "
-		    "tunnel)", ip_str(p->addr, a), endpoint_str(from, e));
+		log_debug("peer %s: heartbeat from %s ignored (not a peer's "
+		    "endpoint)", ip_str(p->addr, a), endpoint_str(from, e));
+		return;
+	}
+	peer_answered(&c->p2p, p);
+	if (p->state == PEER_CONNECTED && p->real.ip != 0 &&
+	    !endpoint_eq(from, &p->real)) {
+		peer_endpoint_move(c, p, from, now);
 		return;
 	}
 	peer_endpoint_learn(p, from);
+	if (endpoint_eq(from, &p->real))
+		p->real_rx_ms = now;
 	p->ack = 1;
 	p->last_rx_ms = now;
 	if (m[11] != 0 && p->state != PEER_CONNECTED)
@@ -813,6 +1353,13 @@ static void datagram_input(struct client *c, const struct endpoint *from,
 			    "authentication", endpoint_str(from, e));
 		return;
 	}
+	if (replay_check(&c->p2p, d) < 0) {
+		c->p2p.rx_replay++;
+		if (log_debug_on)
+			log_debug("p2p: datagram from %s seen before, "
+			    "dropped", endpoint_str(from, e));
+		return;
+	}
 	for (i = 0; i < sizeof(pmsg_handlers) / sizeof(pmsg_handlers[0]); i++)
 		if (pmsg_handlers[i].type == m[0]) {
 			if (len >= pmsg_handlers[i].minlen)
@@ -901,12 +1448,9 @@ int p2p_start(struct client *c)
 		log_warnx("bad --stun `%s'", cfg->stun);
 		return -1;
 	}
-	p2p->peers = calloc(PEER_MAX, sizeof(p2p->peers[0]));
-	p2p->index = calloc(PEER_INDEX_SIZE, sizeof(p2p->index[0]));
-	if (p2p->peers == NULL || p2p->index == NULL ||
-	    relay_init(&p2p->relay, cfg->route > 0 ? PEER_MAX : 0,
+	if (relay_init(&p2p->relay, cfg->route > 0 ? PEER_MAX : 0,
 	    relay_announce_cb, c) < 0) {
-		log_warnx("out of memory for the peer table");
+		log_warnx("out of memory for the relay table");
 		return -1;
 	}
 	if ((fd = socket(AF_INET, SOCK_DGRAM, 0)) < 0) {
@@ -927,7 +1471,7 @@ int p2p_start(struct client *c)
 	}
 	p2p->udp_fd = fd;
 	p2p->port = ntohs(sa.sin_port);
-	rand_bytes(p2p->iv.salt, sizeof(p2p->iv.salt));
+	rand_bytes(&p2p->replay_seed, sizeof(p2p->replay_seed));
 	rand_bytes(p2p->stun_tid, sizeof(p2p->stun_tid));
 	stun_resolve(c, now_ms());
 	log_debug("p2p: UDP port %u, STUN server %s port %s",
@@ -956,6 +1500,7 @@ int64_t p2p_tick(struct client *c, int64_t now)
 	if (!p2p_ready(c))
 		return now + PEER_TICK_MS;
 	p2p->ticks++;
+	own_refresh(c, now);
 	for (i = 0; i < p2p->npeers; i++)
 		peer_tick(c, &p2p->peers[i], now, &want_stun);
 	if (want_stun)
@@ -1058,7 +1603,7 @@ int p2p_send(struct client *c, uint32_t dst, unsigned char *pkt, size_t len)
 	    p->state != PEER_CONNECTED))
 		return 0;
 	pkt[-1] = PMSG_FORWARD;
-	n = peer_seal(&p->key, &p2p->iv, d, len + 1);
+	n = peer_seal(&p->key, &p->iv, d, len + 1);
 	if (udp_send(c, &p->real, d, n) < 0) {
 		/* CTR mode: running it again gives the packet back, for the
 		 * caller to send through the server. */

@@ -1049,3 +1049,27 @@ uint32_t if_lan_address(void)
 	freeifaddrs(all);
 	return ip;
 }
+
+/* see candy.h */
+int if_addresses(uint32_t *out, int max)
+{
+	struct ifaddrs *all, *i;
+	struct sockaddr_in sin;
+	int n = 0;
+
+	if (getifaddrs(&all) < 0)
+		return 0;
+	for (i = all; i != NULL && n < max; i = i->ifa_next) {
+		if (i->ifa_addr == NULL || i->ifa_addr->sa_family != AF_INET)
+			continue;
+		memcpy(&sin, i->ifa_addr, sizeof(sin));
+		out[n++] = ntohl(sin.sin_addr.s_addr);
+		if ((i->ifa_flags & IFF_BROADCAST) && i->ifa_broadaddr != NULL &&
+		    i->ifa_broadaddr->sa_family == AF_INET && n < max) {
+			memcpy(&sin, i->ifa_broadaddr, sizeof(sin));
+			out[n++] = ntohl(sin.sin_addr.s_addr);
+		}
+	}
+	freeifaddrs(all);
+	return n;
+}

@@ -135,11 +135,17 @@ static void test_peer_vectors(void)
 		CHECK(peer_open(&other, again, n) < 0, name);
 	}
 	/* The counter wraps into a new salt, never into an old iv. */
+	peer_iv_init(&iv);
+	CHECK(iv.salt[0] == PEER_IV_MARK0 && iv.salt[1] == PEER_IV_MARK1 &&
+	    iv.count < 0x80000000u, "peer: our ivs carry the mark, the "
+	    "counter starts below 2^31");
 	memcpy(again, iv.salt, sizeof(iv.salt));
 	iv.count = 0xffffffff;
 	peer_seal(&k, &iv, d, 1);
-	CHECK(iv.count == 0 && memcmp(again, iv.salt, sizeof(iv.salt)) != 0,
-	    "peer: iv counter wrap takes a new salt");
+	CHECK(memcmp(again, iv.salt, sizeof(iv.salt)) != 0 &&
+	    iv.salt[0] == PEER_IV_MARK0 && iv.salt[1] == PEER_IV_MARK1 &&
+	    get32(d + 8) == 0xffffffff, "peer: iv counter wrap takes a new "
+	    "salt");
 	peer_key_wipe(&k);
 	peer_key_wipe(&other);
 }
@@ -225,6 +231,7 @@ static void tc_init(struct tc *t, uint32_t addr, uint32_t lan, int route)
 		exit(1);
 	}
 	t->c.p2p.server_send = hook_server_send;
+	t->c.p2p.loopback_ok = 1;	/* every peer here is on 127.0.0.1 */
 	t->on = 1;
 	p2p_tick(&t->c, fake_now_ms);
 }
@@ -235,6 +242,8 @@ static void tc_free(struct tc *t)
 	close(t->c.p2p.udp_fd);
 	free(t->c.p2p.peers);
 	free(t->c.p2p.index);
+	free(t->c.p2p.win);
+	free(t->c.p2p.seen);
 	free(t->c.p2p.relay.r);
 	close(t->tun[0]);
 	close(t->tun[1]);
@@ -328,6 +337,7 @@ static void fake_init(struct fake *f, uint32_t addr)
 	f->fd = udp_open(&f->port);
 	peer_key_init(&f->to_a, PASSWORD, A_ADDR);
 	peer_key_init(&f->own, PASSWORD, addr);
+	peer_iv_init(&f->iv);	/* a peer like us; f->random: Candy's */
 }
 
 static void fake_free(struct fake *f)
