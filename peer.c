@@ -48,10 +48,6 @@
 #define PEER_MOVE_QUIET_MS	1500	/* real silent this long: may move */
 #define PEER_MOVE_MIN_MS	5000	/* between two endpoint changes */
 #define PEER_OWN_REFRESH_MS	10000	/* our interface addresses re-read */
-#define PROBE_IP_BURST		16	/* datagrams to one unproven address */
-#define PROBE_IP_PER_S		2	/* ... and then per second */
-#define PROBE_ALL_BURST		256	/* to all unproven addresses */
-#define PROBE_ALL_PER_S		64
 #define IVSEEN_PER_PEER		16	/* random ivs remembered, per slot */
 #define UDP_BURST		64	/* datagrams read per p2p_udp_input */
 #define IP_HDR_LEN		20
@@ -266,10 +262,14 @@ static void bucket_refill(struct peer_budget *b, int64_t now, int burst,
  * Reflection: whoever names an endpoint (a server's UDP4CONN or GENERAL,
  * a datagram's spoofed source) makes us send there before the endpoint
  * has proved anything.  Those datagrams come out of two budgets, one per
- * destination address (PROBE_IP_BURST, then PROBE_IP_PER_S; a NAT with
- * many peers behind it shares one) and one for all (PROBE_ALL_*): a flood
- * of UDP4CONN naming one victim, from any number of peers, gets it at
- * most that many.  1 the datagram may go, 0 it may not (counted).
+ * destination address (PEER_PROBE_IP_BURST, then PEER_PROBE_IP_PER_S: a
+ * NAT with many peers behind it shares one) and one for all
+ * (PEER_PROBE_ALL_*): a flood of UDP4CONN naming one victim, from any
+ * number of peers, gets it at most that many.  PEER_BUDGET_IPS
+ * addresses have buckets (PEER_WAYS-way, the least recently used
+ * replaced by a full one): a flood that names more addresses than that
+ * to refill the victim's is still held by the global bucket.  1 the
+ * datagram may go, 0 it may not (counted in tx_budget).
  */
 static int budget_take(struct client *c, uint32_t ip, int64_t now)
 {
@@ -292,16 +292,17 @@ static int budget_take(struct client *c, uint32_t ip, int64_t now)
 		b = slot;
 		b->ip = ip;
 		b->ms = now;
-		b->milli = (int64_t)PROBE_IP_BURST * 1000;
+		b->milli = (int64_t)PEER_PROBE_IP_BURST * 1000;
 	}
 	b->stamp = stamp_next(p2p);
 	if (p2p->budget_all.stamp == 0) {
 		p2p->budget_all.stamp = 1;
 		p2p->budget_all.ms = now;
-		p2p->budget_all.milli = (int64_t)PROBE_ALL_BURST * 1000;
+		p2p->budget_all.milli = (int64_t)PEER_PROBE_ALL_BURST * 1000;
 	}
-	bucket_refill(b, now, PROBE_IP_BURST, PROBE_IP_PER_S);
-	bucket_refill(&p2p->budget_all, now, PROBE_ALL_BURST, PROBE_ALL_PER_S);
+	bucket_refill(b, now, PEER_PROBE_IP_BURST, PEER_PROBE_IP_PER_S);
+	bucket_refill(&p2p->budget_all, now, PEER_PROBE_ALL_BURST,
+	    PEER_PROBE_ALL_PER_S);
 	if (b->milli < 1000 || p2p->budget_all.milli < 1000) {
 		p2p->tx_budget++;
 		return 0;

@@ -883,10 +883,18 @@ static void test_peer_bounds(void)
 	ta.c.prefix = 16;
 	for (a = 0; a < PEER_MAX + 1000; a++)
 		p2p_saw_forward(&ta.c, ta.c.net + 2 + a);
-	CHECK(ta.c.p2p.npeers == PEER_MAX &&
-	    peer_lookup(&ta.c, ta.c.net + 2 + PEER_MAX - 1) != NULL &&
-	    peer_lookup(&ta.c, ta.c.net + 2 + PEER_MAX) == NULL,
+	CHECK(ta.c.p2p.npeers == PEER_MAX && ta.c.p2p.cap == PEER_MAX,
 	    "peer: the table never outgrows PEER_MAX");
+	CHECK(peer_lookup(&ta.c, ta.c.net + 2 + PEER_MAX + 999) != NULL &&
+	    peer_lookup(&ta.c, ta.c.net + 2 + 999) == NULL &&
+	    peer_lookup(&ta.c, ta.c.net + 2 + 1000) != NULL &&
+	    ta.c.p2p.evicted == 1000, "peer: full of peers that never "
+	    "answered: the oldest evicted for the new");
+	zero = 1;
+	for (i = 0; i < ta.c.p2p.npeers; i++)
+		zero &= peer_lookup(&ta.c, ta.c.p2p.peers[i].addr) ==
+		    &ta.c.p2p.peers[i];
+	CHECK(zero, "peer: every peer found after evictions");
 
 	/* p2p_stop forgets and wipes. */
 	p = &ta.c.p2p.peers[0];
@@ -1079,6 +1087,359 @@ static void test_peer_relay(void)
 	tc_free(&ta);
 }
 
+
+/* ---- Hostile input: replays, hijacks, reflection, the full table ---- */
+
+/* A datagram for A sealed by f: our kind of iv, or (random) the existing
+ * Candy's. */
+static size_t fake_seal(struct fake *f, const unsigned char *m, size_t len,
+    unsigned char *d, int random)
+{
+	struct peer_iv iv;
+
+	memcpy(d + PEER_OVERHEAD, m, len);
+	if (!random)
+		return peer_seal(&f->to_a, &f->iv, d, len);
+	rand_bytes(&iv, sizeof(iv));
+	iv.salt[0] = 0;		/* never the mark */
+	return peer_seal(&f->to_a, &iv, d, len);
+}
+
+/* Send the datagram d to A from socket fd, and let it arrive. */
+static void raw_send(int fd, const unsigned char *d, size_t n)
+{
+	struct sockaddr_in sa;
+
+	memset(&sa, 0, sizeof(sa));
+	sa.sin_family = AF_INET;
+	sa.sin_addr.s_addr = htonl(LOOPBACK);
+	sa.sin_port = htons(ta.c.p2p.port);
+	sendto(fd, d, n, 0, (struct sockaddr *)&sa, sizeof(sa));
+	pump(1);
+}
+
+/* Packets A wrote to its TUN since the last call. */
+static int tun_count(struct tc *t)
+{
+	unsigned char b[2048];
+	int n = 0;
+
+	while (recv(t->tun[1], b, sizeof(b), MSG_DONTWAIT) > 0)
+		n++;
+	return n;
+}
+
+/* A FORWARD from B to A: the ping of vectors.md, turned around. */
+static size_t forward_build(unsigned char *m)
+{
+	size_t n;
+
+	m[0] = PMSG_FORWARD;
+	n = unhex(vec_ping, m + 1, 127);
+	put32(m + 1 + 12, B_ADDR);
+	put32(m + 1 + 16, A_ADDR);
+	return n + 1;
+}
+
+static void test_peer_replay(void)
+{
+	unsigned char m[160], d[256], x1[256], x2[256];
+	size_t n, n1, n2;
+	unsigned long before;
+	uint32_t top;
+	int i, random, got;
+	char name[128];
+
+	fake_now_ms = T0;
+	tc_init(&ta, A_ADDR, 0, 0);
+	fake_init(&fb, B_ADDR);
+	fake_connect(&fb);
+	CHECK(state_of(&ta, B_ADDR) == PEER_CONNECTED,
+	    "replay: fake peer B CONNECTED");
+	n = forward_build(m);
+	for (random = 0; random <= 1; random++) {
+		tun_count(&ta);
+		before = ta.c.p2p.rx_replay;
+		n1 = fake_seal(&fb, m, n, d, random);
+		for (i = 0; i < 100; i++)
+			raw_send(fb.fd, d, n1);
+		got = tun_count(&ta);
+		snprintf(name, sizeof(name), "replay: a FORWARD (%s iv) sent "
+		    "100 times reaches the TUN once, 99 counted", random ?
+		    "random" : "salt and counter");
+		CHECK(got == 1 && ta.c.p2p.rx_replay == before + 99, name);
+	}
+
+	/* Counters out of order within the window pass once each; behind
+	 * the window they are refused. */
+	top = fb.iv.count + 5000;
+	fb.iv.count = top;
+	n1 = fake_seal(&fb, m, n, d, 0);
+	raw_send(fb.fd, d, n1);
+	fb.iv.count = top - 10;
+	n1 = fake_seal(&fb, m, n, d, 0);
+	raw_send(fb.fd, d, n1);
+	raw_send(fb.fd, d, n1);
+	fb.iv.count = top - PEER_WINDOW_BITS + 64 + 1;
+	n1 = fake_seal(&fb, m, n, d, 0);
+	raw_send(fb.fd, d, n1);
+	fb.iv.count = top - PEER_WINDOW_BITS + 64;
+	n1 = fake_seal(&fb, m, n, d, 0);
+	raw_send(fb.fd, d, n1);
+	CHECK(tun_count(&ta) == 3, "replay: late datagrams inside the "
+	    "window accepted once, older ones refused");
+
+	/* B restarts: a new salt is accepted; the old salt replayed does
+	 * not reset anything, its datagrams stay refused. */
+	fb.iv.count = top + 2000;
+	n1 = fake_seal(&fb, m, n, x1, 0);
+	raw_send(fb.fd, x1, n1);
+	peer_iv_init(&fb.iv);
+	n2 = fake_seal(&fb, m, n, x2, 0);
+	raw_send(fb.fd, x2, n2);
+	CHECK(tun_count(&ta) == 2, "replay: a restarted peer's new salt "
+	    "accepted");
+	before = ta.c.p2p.rx_replay;
+	raw_send(fb.fd, x1, n1);
+	raw_send(fb.fd, x2, n2);
+	raw_send(fb.fd, x1, n1);
+	n1 = fake_seal(&fb, m, n, d, 0);
+	raw_send(fb.fd, d, n1);
+	CHECK(tun_count(&ta) == 1 && ta.c.p2p.rx_replay == before + 3,
+	    "replay: old salt replayed after the new one: refused, the new "
+	    "salt's window untouched");
+
+	/* A reconnection with the same address keeps what was seen. */
+	p2p_stop(&ta.c);
+	p2p_tick(&ta.c, fake_now_ms);
+	fake_connect(&fb);
+	tun_count(&ta);
+	raw_send(fb.fd, x2, n2);
+	CHECK(tun_count(&ta) == 0, "replay: a datagram seen before a "
+	    "reconnection is still refused after it");
+	fake_free(&fb);
+	tc_free(&ta);
+}
+
+/* A heartbeat from B sealed into d: ours or a random iv. */
+static size_t heartbeat_seal(struct fake *f, unsigned char *d, int random)
+{
+	unsigned char m[PMSG_HEARTBEAT_LEN] = { PMSG_HEARTBEAT };
+
+	put32(m + 1, f->addr);
+	m[11] = 1;
+	return fake_seal(f, m, sizeof(m), d, random);
+}
+
+static void test_peer_hijack(void)
+{
+	unsigned char d[256];
+	struct fake evil, nb;
+	struct peer *p;
+	size_t n;
+	int random, i, ok;
+	char name[128];
+
+	fake_now_ms = T0;
+	tc_init(&ta, A_ADDR, 0, 0);
+	fake_init(&fb, B_ADDR);
+	fake_init(&evil, B_ADDR);	/* another port: the attacker */
+	fake_connect(&fb);
+	p = peer_lookup(&ta.c, B_ADDR);
+	CHECK(p != NULL && p->state == PEER_CONNECTED && p->real.port ==
+	    fb.port, "hijack: B CONNECTED via its own endpoint");
+
+	/* A heartbeat captured and replayed from the attacker's address,
+	 * once B went quiet (the most the attacker could hope for). */
+	for (random = 0; random <= 1; random++) {
+		n = heartbeat_seal(&fb, d, random);
+		raw_send(fb.fd, d, n);
+		fake_now_ms += 2000;
+		for (i = 0; i < 5; i++) {
+			raw_send(evil.fd, d, n);
+			fake_now_ms += 300;
+		}
+		snprintf(name, sizeof(name), "hijack: heartbeat (%s iv) "
+		    "replayed from elsewhere does not move the endpoint",
+		    random ? "random" : "salt and counter");
+		CHECK(p->real.port == fb.port, name);
+		fake_heartbeat(&fb, 1);
+		fake_read(&evil, -1);
+	}
+
+	/* Fresh heartbeats from a new place while B still talks from the
+	 * old one: no move. */
+	for (i = 0; i < 4; i++) {
+		fake_heartbeat(&fb, 1);
+		fake_heartbeat(&evil, 1);
+		step(1);
+	}
+	CHECK(p->real.port == fb.port && p->state == PEER_CONNECTED,
+	    "hijack: a new place does not win while the old one talks");
+
+	/* B's NAT moves it to a new port (nb): A sends there, B answers,
+	 * the old place is silent: B moves. */
+	fake_init(&nb, B_ADDR);
+	fake_heartbeat(&fb, 1);
+	fake_now_ms += 500;
+	fake_heartbeat(&nb, 1);
+	ok = fake_read(&nb, PMSG_HEARTBEAT) == 1 && p->real.port == fb.port;
+	fake_now_ms += 1100;
+	fake_heartbeat(&nb, 1);
+	CHECK(ok && p->real.port == nb.port && p->state == PEER_CONNECTED &&
+	    ta.c.p2p.moved == 1, "hijack: the new place answers, the old "
+	    "is silent: the peer moves");
+
+	/* Straight back within PEER_MOVE_MIN_MS: not yet; later, yes. */
+	fake_now_ms += 1600;
+	fake_heartbeat(&fb, 1);
+	fake_now_ms += 1100;
+	fake_heartbeat(&fb, 1);
+	CHECK(p->real.port == nb.port, "hijack: endpoint changes are "
+	    "rate-limited");
+	fake_now_ms += 2500;
+	fake_heartbeat(&fb, 1);
+	CHECK(p->real.port == fb.port && ta.c.p2p.moved == 2,
+	    "hijack: ... to one per PEER_MOVE_MIN_MS");
+	fake_free(&nb);
+	fake_free(&evil);
+	fake_free(&fb);
+	tc_free(&ta);
+}
+
+static void test_peer_endpoints(void)
+{
+	static const struct {
+		uint32_t ip;
+		const char *what;
+	} bad[] = {
+		{ LOOPBACK, "loopback 127.0.0.1" },
+		{ 0x7f0000fe, "loopback 127.0.0.254" },
+		{ 0x00000001, "0.0.0.1" },
+		{ 0xe0000005, "multicast 224.0.0.5" },
+		{ 0xffffffff, "broadcast" },
+		{ 0xac1f0007, "the tunnel network" },
+		{ 0xc0a80a0a, "our interface's address" },
+		{ 0xc0a80aff, "our interface's broadcast address" },
+	};
+	unsigned char d[256];
+	struct fake v;
+	struct peer *p;
+	char name[128];
+	uint32_t a;
+	size_t i, n;
+	int got, secs;
+
+	fake_now_ms = T0;
+	tc_init(&ta, A_ADDR, 0, 0);
+	ta.c.p2p.loopback_ok = 0;
+	ta.c.p2p.own[0] = 0xc0a80a0a;
+	ta.c.p2p.own[1] = 0xc0a80aff;
+	ta.c.p2p.nown = 2;
+	ta.c.p2p.own_ms = fake_now_ms + 3600 * 1000;	/* not re-read */
+	p2p_saw_forward(&ta.c, B_ADDR);
+	p = peer_lookup(&ta.c, B_ADDR);
+	for (i = 0; i < sizeof(bad) / sizeof(bad[0]); i++) {
+		server_udp4conn(B_ADDR, bad[i].ip, 4000);
+		server_lan(B_ADDR, bad[i].ip, 4000);
+		snprintf(name, sizeof(name), "endpoints: %s refused from "
+		    "UDP4CONN and GENERAL/0", bad[i].what);
+		CHECK(p->pub.ip == 0 && p->lan.ip == 0, name);
+	}
+	ta.c.p2p.public.ip = 0xcb007101;
+	ta.c.p2p.public.port = 5000;
+	server_udp4conn(B_ADDR, 0xcb007101, 5000);
+	CHECK(p->pub.ip == 0, "endpoints: our own public endpoint refused");
+	server_udp4conn(B_ADDR, 0xcb007101, 5001);
+	CHECK(p->pub.ip == 0xcb007101, "endpoints: another port at our "
+	    "public address (the same NAT) kept");
+
+	/* Heartbeats from loopback are not a peer's. */
+	fake_init(&fb, B_ADDR);
+	server_lan(B_ADDR, 0xc0a80105, 4000);
+	step(1);
+	n = heartbeat_seal(&fb, d, 0);
+	raw_send(fb.fd, d, n);
+	CHECK(p->ack == 0 && p->real.ip == 0 && p->state != PEER_CONNECTED,
+	    "endpoints: heartbeat from 127.0.0.1 ignored");
+	fake_free(&fb);
+	tc_free(&ta);
+
+	/* Reflection: UDP4CONN from 200 peers, all naming one victim. */
+	fake_now_ms = T0;
+	tc_init(&ta, A_ADDR, 0, 0);
+	fake_init(&v, D_ADDR);
+	for (a = NET + 10; a < NET + 210; a++)
+		server_udp4conn(a, LOOPBACK, v.port);
+	got = 0;
+	for (secs = 0; secs < 30; secs++) {
+		step(1);
+		while (recv(v.fd, d, sizeof(d), 0) > 0)
+			got++;
+		if (secs % 10 == 9)	/* the server insists */
+			for (a = NET + 10; a < NET + 210; a++)
+				server_udp4conn(a, LOOPBACK, v.port);
+	}
+	snprintf(name, sizeof(name), "endpoints: a UDP4CONN flood naming one "
+	    "victim: %d datagrams in 30 s (at most %d)", got,
+	    PEER_PROBE_IP_BURST + 31 * PEER_PROBE_IP_PER_S);
+	CHECK(got > 0 && got <= PEER_PROBE_IP_BURST + 31 *
+	    PEER_PROBE_IP_PER_S && ta.c.p2p.tx_budget > 0, name);
+	fake_free(&v);
+	tc_free(&ta);
+}
+
+static void test_peer_table(void)
+{
+	static const struct {
+		uint32_t mask;
+		size_t cap;
+	} sizes[] = {
+		{ 0xffffff00u, 253 }, { 0xfffffff0u, 13 }, { 0xfffffffcu, 1 },
+		{ 0xfffff000u, 4093 }, { 0xffff0000u, PEER_MAX },
+		{ 0xff000000u, PEER_MAX },
+	};
+	struct peer *p;
+	char name[96];
+	uint32_t a;
+	size_t i;
+
+	fake_now_ms = T0;
+	tc_init(&ta, A_ADDR, 0, 0);
+	for (i = 0; i < sizeof(sizes) / sizeof(sizes[0]); i++) {
+		p2p_stop(&ta.c);
+		ta.c.mask = sizes[i].mask;
+		ta.c.net = A_ADDR & sizes[i].mask;
+		p2p_tick(&ta.c, fake_now_ms);
+		snprintf(name, sizeof(name), "table: sized %zu for a mask of "
+		    "%08x", sizes[i].cap, (unsigned)sizes[i].mask);
+		CHECK(ta.c.p2p.cap == sizes[i].cap, name);
+	}
+
+	/* An insider floods DISCOVERY from every address of a /16; B,
+	 * connected, stays; a real peer arriving later gets in. */
+	p2p_stop(&ta.c);
+	ta.c.mask = 0xffff0000u;
+	ta.c.net = NET & 0xffff0000u;
+	p2p_tick(&ta.c, fake_now_ms);
+	fake_init(&fb, B_ADDR);
+	fake_connect(&fb);
+	for (a = 0; a < PEER_MAX + 500; a++)
+		server_discovery(0xac1f0100 + a, A_ADDR);
+	p = peer_lookup(&ta.c, B_ADDR);
+	CHECK(p != NULL && p->state == PEER_CONNECTED &&
+	    ta.c.p2p.npeers == PEER_MAX, "table: a DISCOVERY flood does "
+	    "not evict a peer that answered");
+	server_discovery(C_ADDR, A_ADDR);
+	CHECK(peer_lookup(&ta.c, C_ADDR) != NULL &&
+	    peer_lookup(&ta.c, 0xac1f0100) == NULL &&
+	    peer_lookup(&ta.c, 0xac1f0100 + PEER_MAX + 499) != NULL,
+	    "table: a new peer gets in, the oldest that never answered "
+	    "goes");
+	fake_free(&fb);
+	tc_free(&ta);
+}
+
 void test_peer(void)
 {
 	test_peer_vectors();
@@ -1089,6 +1450,10 @@ void test_peer(void)
 	test_peer_discovery();
 	test_peer_bounds();
 	test_peer_relay();
+	test_peer_replay();
+	test_peer_hijack();
+	test_peer_endpoints();
+	test_peer_table();
 	close(stun_fd);
 	fake_now_ms = 0;
 }
