@@ -1151,7 +1151,7 @@ static int replay_check(struct p2p *p2p, const unsigned char *iv)
  * A heartbeat came from ep: that is where the peer can be reached, which
  * may not be what it told us (a NAT that picked another port).  A private
  * source is the LAN endpoint and is preferred as the one we use.  This is
- * the setup (PROTOCOL.md 5); once CONNECTED, peer_endpoint_move decides.
+ * the setup (PROTOCOL 5); once CONNECTED, peer_endpoint_move decides.
  */
 static void peer_endpoint_learn(struct peer *p, const struct endpoint *ep)
 {
@@ -1627,6 +1627,9 @@ void p2p_status(struct client *c)
 	    "send-errors %lu", (unsigned)p2p->port,
 	    endpoint_str(&p2p->public, e), p2p->npeers, p2p->rx_bad,
 	    p2p->tx_err);
+	log_info("p2p: replays %lu over-budget %lu evicted %lu moved %lu "
+	    "table %zu", p2p->rx_replay, p2p->tx_budget, p2p->evicted,
+	    p2p->moved, p2p->cap);
 	for (i = 0; i < p2p->npeers; i++) {
 		const struct peer *p = &p2p->peers[i];
 

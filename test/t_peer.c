@@ -1129,7 +1129,7 @@ static int tun_count(struct tc *t)
 	return n;
 }
 
-/* A FORWARD from B to A: the ping of vectors.md, turned around. */
+/* A FORWARD from B to A: the captured ping (vec_ping), turned around. */
 static size_t forward_build(unsigned char *m)
 {
 	size_t n;
