@@ -92,6 +92,16 @@ test: deps
 	$(MAKE) all test/unit
 	sh test/run
 
+# make conformance PEER=/path/to/other/candy: the interoperability
+# scenarios (test/it-conformance.sh) with our binary on one side and PEER,
+# another Candy 6.x program, on the other.  Without PEER, against our own
+# binary in "foreign" mode, as make test does.  Slow peers get time: the
+# run's limit is an hour, each wait is bounded on its own.
+PEER ?=
+conformance: deps
+	$(MAKE) all
+	PEER="$(PEER)" TEST_TIMEOUT=3600 sh test/run it-conformance
+
 demo: deps
 	$(MAKE) all
 	sh test/demo.sh
@@ -150,5 +160,5 @@ clean:
 	    test/bench_tls test/fuzz
 	rm -rf test/cross-*
 
-.PHONY: all static test demo bench fuzz deps install install-service \
-	uninstall clean
+.PHONY: all static test conformance demo bench fuzz deps install \
+	install-service uninstall clean
