@@ -16,7 +16,9 @@
 #   4. peer-to-peer through NATs (nft) with a real STUN server (coturn):
 #      one client of each kind; pings stop crossing the server;
 #   5. peer relay: a PEER client relays between two of ours that cannot
-#      reach each other over UDP, and one of ours between two PEER clients.
+#      reach each other over UDP, and one of ours between two PEER clients;
+#   6. wss://: a PEER client, trusting the certificate through the system
+#      store of its mount namespace, on our server over TLS.
 #
 # PEER is driven only through the options every Candy 6.x program has (see
 # PEER_OPTS; peer_start refuses anything else) and must name its device
@@ -34,11 +36,13 @@
 # The simulated internet is 198.51.100.0/24 (public-looking, so that NATed
 # endpoints look as they would).  On .1 (namespace srv): our server on
 # :8080 handing out 172.31.0.0/24, PEER's server on :8081 handing out
-# 172.31.1.0/24, coturn on :3478.  Hosts:
+# 172.31.1.0/24, our wss:// server on :8443 handing out 172.31.2.0/24,
+# coturn on :3478.  Hosts:
 #   a b c   plain hosts, a client for each server (relay, broadcast, restart)
 #   g       gateway of the LAN 192.168.50.0/24 (our server's SD-WAN) and of
 #           192.168.51.0/24 (PEER's server's), host lh on it (.2 in both)
-#   z       the clients with a wrong password
+#   z       the clients with a wrong password; PEER's wss:// client pt
+#           (ours, ot, is on g)
 #   x       behind rx, a 1:1 NAT (.21); y behind ry, masquerade (.22)
 #   d e f   d and e cannot exchange UDP with each other; f relays
 # Client names: on our server pa pb oc pg | pz | ox py | od oe pf; on
@@ -75,11 +79,14 @@ THEIRS=ws://$SRV:8081
 STUN=stun://$SRV:3478
 NO=172.31.0		# our server's network
 NP=172.31.1		# PEER's server's network
+NT=172.31.2		# our wss:// server's network
 # Bounds of the waits, in seconds (the environment may raise them).
 W_ADDR=${W_ADDR:-30}	# an address, from a (re)started client
 W_PING=${W_PING:-30}	# a ping through a server, or to a LAN
 W_P2P=${W_P2P:-120}	# a peer-to-peer link (retries 30 s apart)
 W_ROUTE=${W_ROUTE:-180}	# a relay route (delays measured once a minute)
+
+PEER_CA=		# peer_start: a trust store for the next PEER started
 
 # ---- Checks that wait ----
 
@@ -116,13 +123,19 @@ expect_if() {
 	need "$1" $_ei_names && expect "$@"
 }
 
+# addr NAME: client NAME's address as noted once it came up, in the
+# variable of NAME in capitals (PA for pa).
+addr() {
+	eval "echo \"\${$(echo "$1" | tr '[:lower:]' '[:upper:]')}\""
+}
+
 # need WHAT NAME...: every client NAME got an address; otherwise WHAT
 # fails at once (nothing to wait for).
 need() {
 	_ne_what=$1
 	shift
 	for _ne_n in "$@"; do
-		if [ -z "$(eval "echo \$$(echo "$_ne_n" | tr a-z A-Z)")" ]; then
+		if [ -z "$(addr "$_ne_n")" ]; then
 			fail "$_ne_what (client $_ne_n has no address)"
 			return 1
 		fi
@@ -150,10 +163,12 @@ peer_args_ok() {
 	done
 }
 
-# peer_mnt NAME NS: a process in NS holding a private mount namespace in
-# which /var/lib/candy is a tmpfs of its own, for NAME's runs.  Where the
+# peer_mnt NAME NS [CA]: a process in NS holding a private mount namespace
+# in which /var/lib/candy is a tmpfs of its own, for NAME's runs.  Where the
 # machine has no /var/lib/candy to mount on, /var/lib is overlaid (in that
 # namespace only) with a tmpfs upper layer that holds the mount point.
+# With CA, that PEM file stands for the system's trust store there (bound
+# over the usual bundle files that exist).
 peer_mnt() {
 	running "mnt-$1" && return 0
 	mkdir -p "$T/mnt-$1"
@@ -169,8 +184,17 @@ peer_mnt() {
 		mkdir -p /var/lib/candy
 	    fi
 	    mount -t tmpfs -o mode=0755 tmpfs /var/lib/candy
+	    if [ -n "$2" ]; then
+		for f in /etc/ssl/certs/ca-certificates.crt \
+		    /etc/pki/tls/certs/ca-bundle.crt /etc/ssl/ca-bundle.pem \
+		    /etc/pki/ca-trust/extracted/pem/tls-ca-bundle.pem \
+		    /etc/ssl/cert.pem; do
+			[ -f "$f" ] && mount --bind "$2" "$f" &&
+			    echo "trust store: $f"
+		done
+	    fi
 	    echo "ready: $(grep " /var/lib/candy " /proc/self/mountinfo)"
-	    exec sleep 100000' sh "$T/mnt-$1"
+	    exec sleep 100000' sh "$T/mnt-$1" "$3"
 	wait_log "mnt-$1" 10 '^ready: .* tmpfs '
 }
 
@@ -184,7 +208,7 @@ peer_start() {
 		fail "this script gives PEER only Candy 6.x options ($*)"
 		return 1
 	fi
-	if ! peer_mnt "$_pe_name" "$_pe_ns"; then
+	if ! peer_mnt "$_pe_name" "$_pe_ns" "$PEER_CA"; then
 		fail "a private /var/lib/candy (tmpfs) for PEER $_pe_name"
 		return 1
 	fi
@@ -420,6 +444,19 @@ candy_server srv srv -w ws://0.0.0.0:8080 -p $PW -d $NO.0/24 \
 peer_start psrv srv -m server -w ws://0.0.0.0:8081 -p $PW -d $NP.0/24 \
     --sdwan "$NP.0/24,192.168.51.0/24,$NP.50" --no-timestamp --debug
 check "our server listens" wait_listening srv
+# wss://: a self-signed certificate for the server's address.
+TLS=
+if command -v openssl >/dev/null 2>&1 &&
+    openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes \
+    -days 30 -subj "/CN=$SRV" -addext "subjectAltName=IP:$SRV" \
+    -keyout "$T/tls.key" -out "$T/tls.pem" >"$T/openssl.log" 2>&1; then
+	TLS=1
+	candy_server srv srvt -w wss://0.0.0.0:8443 -p $PW -d $NT.0/24 \
+	    --cert "$T/tls.pem" --key "$T/tls.key"
+	check "our wss:// server listens" wait_listening srvt
+else
+	echo "# no certificate (openssl): the wss:// scenario is skipped"
+fi
 expect "PEER's server listens on :8081" 20 \
     eval 'nsx srv ss -Hltn "sport = :8081" | grep -q .'
 
@@ -449,6 +486,14 @@ client peer f pf -w $OURS -p $PW -s $STUN -r 5 --port 5002
 client peer d pd -w $THEIRS -p $PW -s $STUN -r 5
 client peer e pe -w $THEIRS -p $PW -s $STUN -r 5
 client ours f of -w $THEIRS -p $PW -s $STUN -r 5 --port 5001
+# wss://, the PEER client trusting the certificate through its system
+# store (in its mount namespace).
+if [ -n "$TLS" ]; then
+	PEER_CA=$T/tls.pem
+	client peer z pt -w wss://$SRV:8443 -p $PW
+	PEER_CA=
+	client ours g ot -w wss://$SRV:8443 -p $PW --ca "$T/tls.pem"
+fi
 
 # ---- 1. Relay through the server ----
 
@@ -494,10 +539,9 @@ kick f "$PD"		# of - pd
 kick f "$PE"		# of - pe
 kick d "$PE"		# pd - pe
 
-# pair SCENARIO A B: A pings B (addresses from $A's variable names).
+# pair SCENARIO A B: client A pings client B's address (see addr).
 pair() {
-	eval "_pr_a=\$$(echo "$2" | tr a-z A-Z)"
-	eval "_pr_b=\$$(echo "$3" | tr a-z A-Z)"
+	_pr_b=$(addr "$3")
 	_pr_what="$1: $(kind "$2") $2 pings $(kind "$3") $3"
 	need "$_pr_what" "$2" "$3" &&
 	    expect "$_pr_what" $W_PING ping_ok "$(ns_of "$2")" "$_pr_b" 1
@@ -537,18 +581,23 @@ bcast_cnt a oa $NP
 bcast_cnt b ob $NP
 bcast_cnt c pc $NP
 
+# bcast_seen FROM NET TO: one broadcast ping from FROM to NET.255; TO has
+# seen one.
+bcast_seen() {
+	nsx "$(ns_of "$1")" ping -n -b -q -c 1 -W 1 "$2.255" >/dev/null 2>&1
+	[ "$(cnt "$(ns_of "$3")" "bc_$3")" -ge 1 ]
+}
+
 # bcast SCENARIO FROM NET TO...: FROM broadcasts to NET.255; each TO sees it.
 bcast() {
 	_bc_s=$1
 	_bc_from=$2
 	_bc_net=$3
 	shift 3
-	need "$_bc_s: broadcast from $_bc_from" "$_bc_from" "$@" || return 1
-	nsx "$(ns_of "$_bc_from")" ping -n -b -q -c 3 -i 0.3 -W 1 \
-	    "$_bc_net.255" >/dev/null 2>&1
 	for _bc_to in "$@"; do
-		expect "$_bc_s: a broadcast from $(kind "$_bc_from") $_bc_from to $_bc_net.255 reaches $(kind "$_bc_to") $_bc_to" \
-		    5 eval "[ \"\$(cnt $(ns_of "$_bc_to") bc_$_bc_to)\" -ge 1 ]"
+		_bc_what="$_bc_s: a broadcast from $(kind "$_bc_from") $_bc_from to $_bc_net.255 reaches $(kind "$_bc_to") $_bc_to"
+		need "$_bc_what" "$_bc_from" "$_bc_to" &&
+		    expect "$_bc_what" 10 bcast_seen "$_bc_from" "$_bc_net" "$_bc_to"
 	done
 	for _bc_to in "$@"; do
 		nsx "$(ns_of "$_bc_to")" nft reset counter inet cnf \
@@ -684,5 +733,20 @@ expect_if "pd pe of" "$S5p: pd pings pe through of, nothing through the server" 
     $W_ROUTE quiet d "$PE" rel_p f udp5001
 expect_if "pd pe of" "$S5p: pe pings pd through of, nothing through the server" \
     $W_ROUTE quiet e "$PD" rel_p f udp5001
+
+# ---- 6. wss:// ----
+
+# PEER's server has no TLS option among the Candy 6.x ones: ours only.
+if [ -n "$TLS" ]; then
+	S6="wss [our server, PEER client trusting the certificate]"
+	expect "$S6: PEER client pt gets an address in $NT.0/24" $W_ADDR \
+	    in_net pt $NT
+	expect "$S6: our client ot gets an address in $NT.0/24" $W_ADDR \
+	    in_net ot $NT
+	# shellcheck disable=SC2034	# read by addr
+	PT=$(addr_of pt) OT=$(addr_of ot)
+	pair "$S6" pt ot
+	pair "$S6" ot pt
+fi
 
 exit 0
