@@ -18,7 +18,9 @@
 #       client h: P2P fails, traffic flows through the server, and g's peer
 #       h ends in WAITING;
 #   then c and d's UDP is dropped mid-flow (nft on rc): the flow goes back
-#   to the server within 5 s, and back to UDP once unblocked.
+#   to the server within 5 s, and back to UDP once unblocked;
+#   x, on the internet, replays datagrams d sent c (captured on rd) from
+#   its own address: c drops them all and keeps d's endpoint (issue 8).
 
 . "$(dirname "$0")/lib.sh"
 need_netns
@@ -302,5 +304,76 @@ st=$(peer_status c "$D")
 echo "# c's peer d: $st; server tx $tx0 -> $tx1"
 check "the flow is back on UDP" \
     eval 'case "$st" in CONNECTED*) [ "$tx1" = "$tx0" ];; *) false;; esac'
+
+# ---- Replays from elsewhere ----
+
+# An observer on d's uplink (rd) captures what d sends c while c pings d:
+# heartbeats and FORWARDs.  An attacker on the internet (x) replays each
+# 20 times from its own address.  c must drop every one (its replays
+# counter), deliver none (its peer counter for d stays), and keep using
+# d's endpoint.
+cat >"$T/sniff.py" <<'PY'
+import socket, sys, time
+dev, src, dst, out, secs = sys.argv[1:6]
+# ETH_P_ALL: packets a router sends out reach only those sockets.
+s = socket.socket(socket.AF_PACKET, socket.SOCK_DGRAM, socket.htons(3))
+s.bind((dev, 0))
+s.settimeout(0.2)
+src, dst = socket.inet_aton(src), socket.inet_aton(dst)
+end = time.time() + float(secs)
+n = 0
+with open(out, "w") as f:
+    while time.time() < end and n < 40:
+        try:
+            p = s.recv(65535)
+        except socket.timeout:
+            continue
+        if (len(p) < 28 or p[0] >> 4 != 4 or p[9] != 17 or
+                p[12:16] != src or p[16:20] != dst):
+            continue
+        h = (p[0] & 15) * 4
+        f.write("%d %s\n" % (int.from_bytes(p[h + 2:h + 4], "big"),
+            p[h + 8:].hex()))
+        n += 1
+PY
+cat >"$T/replay.py" <<'PY'
+import socket, sys, time
+s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+for line in open(sys.argv[1]):
+    port, data = line.split()
+    for i in range(int(sys.argv[3])):
+        s.sendto(bytes.fromhex(data), (sys.argv[2], int(port)))
+    time.sleep(0.02)
+PY
+ns_add x
+lan_join inet x $INET.20/24
+replays_of() {
+	status_of "$1" | sed -n 's/.*p2p: replays \([0-9]*\) .*/\1/p'
+}
+bg_run rd "$T/sniff.log" python3 "$T/sniff.py" v-inet $INET.13 $INET.12 \
+    "$T/captured" 4
+SNIFF=$BG_PID
+sleep 0.5
+nsx c ping -n -q -c 10 -i 0.2 -W 2 "$D" >/dev/null 2>&1
+wait "$SNIFF" 2>/dev/null
+ncap=$(wc -l <"$T/captured" 2>/dev/null || echo 0)
+st0=$(peer_status c "$D")
+rp0=$(replays_of c)
+nsx x python3 "$T/replay.py" "$T/captured" $INET.12 20
+sleep 2
+st1=$(peer_status c "$D")
+rp1=$(replays_of c)
+echo "# captured $ncap datagrams d -> c; c's peer d: $st0 -> $st1;" \
+    "replays $rp0 -> $rp1"
+check "rd captures d's datagrams to c" [ "$ncap" -ge 5 ]
+check "replayed from elsewhere: every one dropped and counted" \
+    [ $((rp1 - rp0)) -ge $((ncap * 20 * 9 / 10)) ]
+check "replayed from elsewhere: nothing delivered (c's rx from d stays)" \
+    [ "$(echo "$st0" | awk '{ print $4 }')" = \
+    "$(echo "$st1" | awk '{ print $4 }')" ]
+check "replayed heartbeats do not move d's endpoint on c, even briefly" \
+    eval 'case "$st1" in "CONNECTED $INET.13:"*) ;; *) false;; esac &&
+    ! log_has c "peer $D.* $INET\.20:"'
+check "c still pings d over UDP" ping_ok c "$D" 5
 
 exit 0
