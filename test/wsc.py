@@ -471,22 +471,36 @@ def cmd_flood(host, port, n, secs, srcs):
 def cmd_many(host, port, pw, n, cidr, hold=0):
     fd_limit_raise()
     net = struct.unpack(">I", ip4(cidr.split("/")[0]))[0]
-    conns, failed = [], 0
-    ts = int(time.time())
+    conns, failed, pinged = [], 0, time.time()
+
+    def keepalive(now):
+        # The server closes a connection silent for 60 s.
+        for c in conns:
+            try:
+                c.send(b"", opcode=9)
+            except OSError:
+                pass
+        return now
+
     for i in range(int(n)):
         ip = socket.inet_ntoa(struct.pack(">I", net + 256 + i))
         c = try_conn(host, port)
         if c is None:
             failed += 1
             continue
-        c.send(auth_msg(pw, ip, ts))
+        c.send(auth_msg(pw, ip, int(time.time())))
         conns.append(c)
         if i % 256 == 255:
             alive(conns)
+            if time.time() - pinged > 20:
+                pinged = keepalive(time.time())
     time.sleep(3)
     alive(conns)
     print("accepted %d failed %d" % (len(conns), failed), flush=True)
-    time.sleep(float(hold))
+    end = time.time() + float(hold)
+    while time.time() < end:
+        time.sleep(min(20, max(0, end - time.time())))
+        keepalive(0)
     return 0
 
 
