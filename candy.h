@@ -462,6 +462,88 @@ uint32_t if_lan_address(void);
  * addresses, up to max into out: how many (0 when they cannot be read). */
 int if_addresses(uint32_t *out, int max);
 
+/* >>> offload section (issue 11): segmentation and coalescing, pure */
+/*
+ * Linux TUN offloads (tun.c).  With IFF_VNET_HDR every packet on the
+ * device has a 10-byte struct virtio_net_hdr in front: flags, gso_type,
+ * then hdr_len, gso_size, csum_start, csum_offset (16 bits each).  Those
+ * four are in the byte order we set with TUNSETVNETLE (little-endian); a
+ * kernel that refuses it uses the CPU's own.  The functions below take
+ * that order as le (1 little-endian, 0 big-endian), read and write the
+ * header byte by byte, and work on any OS (the unit tests run them).
+ */
+#define TUN_VNET_LEN		10
+#define TUN_VNET_NEEDS_CSUM	1	/* flags: complete csum_start.. */
+#define TUN_GSO_NONE		0
+#define TUN_GSO_TCPV4		1
+#define TUN_GSO_UDP_L4		5
+#define TUN_GSO_ECN		0x80
+#define TUN_SUPER_MAX		65535	/* largest IPv4 super-packet */
+
+struct tun_vnet {
+	unsigned flags, gso_type;
+	unsigned hdr_len, gso_size, csum_start, csum_offset;
+};
+void tun_vnet_get(struct tun_vnet *h, const unsigned char *p, int le);
+void tun_vnet_put(unsigned char *p, const struct tun_vnet *h, int le);
+
+/*
+ * Segmentation: a packet read with its header h becomes packets of at
+ * most mtu bytes.  tun_seg_init checks it (0, or -1 for a packet to
+ * drop: not IPv4, lengths that do not add up, a GSO packet that is not
+ * TCP or UDP as its gso_type says, a fragment, gso_size 0, csum_start
+ * or csum_offset outside the packet, headers longer than mtu allows).
+ * tun_seg_next then writes the next packet into out (outlen bytes at
+ * least mtu) and returns its length, 0 when there are no more: TCP
+ * segments with the id, sequence number, lengths and both checksums
+ * right, PSH and FIN on the last only, CWR on the first only; UDP (USO)
+ * datagrams likewise; a packet without GSO as it is, its checksum
+ * completed when NEEDS_CSUM asks for it.
+ */
+struct tun_seg {
+	const unsigned char *pkt;
+	size_t len;		/* the IPv4 packet, trimmed to its length */
+	size_t ihl, hlen;	/* IP header; IP + TCP/UDP headers */
+	size_t mss;		/* payload bytes per packet */
+	size_t off;		/* next payload byte, counted from hlen */
+	unsigned idx;		/* packets written */
+	int gso;		/* TUN_GSO_TCPV4, TUN_GSO_UDP_L4 or NONE */
+	size_t csum_at;		/* NONE with NEEDS_CSUM: start; 0 none */
+	size_t csum_field;	/* where the checksum goes */
+};
+int tun_seg_init(struct tun_seg *s, const struct tun_vnet *h,
+    const unsigned char *pkt, size_t len, size_t mtu);
+size_t tun_seg_next(struct tun_seg *s, unsigned char *out, size_t outlen);
+
+/*
+ * Coalescing (GRO): TCP segments of one flow in a row become one GSO
+ * super-packet.  tun_gro_add answers for pkt:
+ *   TUN_GRO_HELD   taken (appended to the flow held, or starting one);
+ *   TUN_GRO_FLUSH  write what is held (tun_gro_take), then ask again;
+ *   TUN_GRO_PASS   nothing is held: write pkt as it came.
+ * Only exactly safe merges: IPv4 without options or fragments, header
+ * and TCP checksums right, same addresses, ports, TOS, TTL, DF, ack,
+ * window and TCP options, flags ACK alone (PSH allowed on the last),
+ * each sequence number where the last ended, every segment the size of
+ * the first but the last, the whole within TUN_SUPER_MAX.
+ * tun_gro_take returns the held packet with its vnet header in front
+ * (*out, length; 0 if nothing is held) and empties the holder.
+ */
+enum { TUN_GRO_HELD, TUN_GRO_FLUSH, TUN_GRO_PASS };
+#define TUN_GRO_SEGS	64	/* segments per super-packet at most */
+struct tun_gro {
+	size_t len;		/* IPv4 bytes held; 0 none */
+	size_t hlen, mss;
+	unsigned nseg;
+	int closed;		/* a short or PSH segment ended it */
+	uint32_t next_seq;
+	uint16_t id;		/* IP id of the next segment */
+	unsigned char buf[TUN_VNET_LEN + TUN_SUPER_MAX];
+};
+int tun_gro_add(struct tun_gro *g, const unsigned char *pkt, size_t len);
+size_t tun_gro_take(struct tun_gro *g, int le, const unsigned char **out);
+/* <<< offload section */
+
 /* ---- STUN (stun.c): RFC 5389 binding. ---- */
 
 #define STUN_REQUEST_LEN 28

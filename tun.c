@@ -1073,3 +1073,326 @@ int if_addresses(uint32_t *out, int max)
 	freeifaddrs(all);
 	return n;
 }
+
+/* >>> offload section (issue 11): segmentation and coalescing, pure */
+/*
+ * Linux hands us TCP super-packets (TSO) and takes them back (GRO in
+ * user space) when the device has IFF_VNET_HDR; the Linux block above
+ * switches that on.  What follows touches no device and no OS call: the
+ * unit tests run it on any machine.  Every field is read with get16 and
+ * friends, every length checked before the bytes behind it are read.
+ */
+
+#define TCP_FIN		0x01
+#define TCP_PSH		0x08
+#define TCP_ACK		0x10
+#define TCP_CWR		0x80
+#define IP_DF		0x4000
+#define IP_FRAG_MASK	0xbfff	/* reserved bit, MF, fragment offset */
+#define TCP_HDR_MIN	20
+#define UDP_HDR_LEN	8
+
+static unsigned vnet_get16(const unsigned char *p, int le)
+{
+	return le ? (unsigned)(p[0] | p[1] << 8) : get16(p);
+}
+
+static void vnet_put16(unsigned char *p, unsigned v, int le)
+{
+	if (le) {
+		p[0] = (unsigned char)v;
+		p[1] = (unsigned char)(v >> 8);
+	} else
+		put16(p, (uint16_t)v);
+}
+
+/* see candy.h */
+void tun_vnet_get(struct tun_vnet *h, const unsigned char *p, int le)
+{
+	h->flags = p[0];
+	h->gso_type = p[1];
+	h->hdr_len = vnet_get16(p + 2, le);
+	h->gso_size = vnet_get16(p + 4, le);
+	h->csum_start = vnet_get16(p + 6, le);
+	h->csum_offset = vnet_get16(p + 8, le);
+}
+
+/* see candy.h */
+void tun_vnet_put(unsigned char *p, const struct tun_vnet *h, int le)
+{
+	p[0] = (unsigned char)h->flags;
+	p[1] = (unsigned char)h->gso_type;
+	vnet_put16(p + 2, h->hdr_len, le);
+	vnet_put16(p + 4, h->gso_size, le);
+	vnet_put16(p + 6, h->csum_start, le);
+	vnet_put16(p + 8, h->csum_offset, le);
+}
+
+/* RFC 1071: the ones' complement sum of p[0..n) added to sum, unfolded.
+ * Sums 32-bit words: 2^16 = 1 modulo 0xffff, so folding gives the same. */
+static uint64_t csum_add(uint64_t sum, const unsigned char *p, size_t n)
+{
+	for (; n >= 4; p += 4, n -= 4)
+		sum += get32(p);
+	if (n >= 2) {
+		sum += get16(p);
+		p += 2;
+		n -= 2;
+	}
+	if (n == 1)
+		sum += (uint64_t)p[0] << 8;
+	return sum;
+}
+
+static uint16_t csum_fold(uint64_t sum)
+{
+	while (sum >> 16)
+		sum = (sum & 0xffff) + (sum >> 16);
+	return (uint16_t)sum;
+}
+
+/* RFC 793 §3.1, RFC 768: the pseudo-header of an IPv4 packet's
+ * transport part of l4len bytes. */
+static uint64_t csum_pseudo(const unsigned char *ip, unsigned proto,
+    size_t l4len)
+{
+	return csum_add(0, ip + 12, 8) + proto + l4len;
+}
+
+static void ip_csum_set(unsigned char *ip, size_t ihl)
+{
+	ip[10] = ip[11] = 0;
+	put16(ip + 10, (uint16_t)~csum_fold(csum_add(0, ip, ihl)));
+}
+
+/* see candy.h */
+int tun_seg_init(struct tun_seg *s, const struct tun_vnet *h,
+    const unsigned char *pkt, size_t len, size_t mtu)
+{
+	size_t tot;
+
+	memset(s, 0, sizeof(*s));
+	if (len < IPV4_MIN_LEN || pkt[0] >> 4 != 4)
+		return -1;
+	s->ihl = (size_t)(pkt[0] & 15) * 4;
+	tot = get16(pkt + 2);
+	if (s->ihl < IPV4_MIN_LEN || tot < s->ihl || tot > len)
+		return -1;
+	s->pkt = pkt;
+	s->len = tot;
+	s->gso = (int)(h->gso_type & ~(unsigned)TUN_GSO_ECN);
+	if ((h->flags & TUN_VNET_NEEDS_CSUM) &&
+	    (h->csum_start < s->ihl || h->csum_start >= tot ||
+	    h->csum_offset + 2 > tot - h->csum_start))
+		return -1;
+	if (s->gso == TUN_GSO_NONE) {
+		if (tot > mtu)
+			return -1;
+		if (h->flags & TUN_VNET_NEEDS_CSUM) {
+			s->csum_at = h->csum_start;
+			s->csum_field = h->csum_start + h->csum_offset;
+		}
+		return 0;
+	}
+	if ((get16(pkt + 6) & IP_FRAG_MASK) != 0 || h->gso_size == 0)
+		return -1;
+	if (s->gso == TUN_GSO_TCPV4 && pkt[9] == IPPROTO_TCP) {
+		if (tot < s->ihl + TCP_HDR_MIN)
+			return -1;
+		s->hlen = s->ihl + (size_t)(pkt[s->ihl + 12] >> 4) * 4;
+		if (s->hlen < s->ihl + TCP_HDR_MIN)
+			return -1;
+	} else if (s->gso == TUN_GSO_UDP_L4 && pkt[9] == IPPROTO_UDP)
+		s->hlen = s->ihl + UDP_HDR_LEN;
+	else
+		return -1;
+	if (s->hlen > tot || s->hlen >= mtu)
+		return -1;
+	/* A gso_size larger than our MTU allows: smaller segments are
+	 * as good to TCP and UDP alike. */
+	s->mss = h->gso_size < mtu - s->hlen ? h->gso_size : mtu - s->hlen;
+	return 0;
+}
+
+/* Packet s->idx of a GSO packet: payload [off, off + n) into out. */
+static size_t seg_write(struct tun_seg *s, unsigned char *out, size_t n)
+{
+	const unsigned char *p = s->pkt;
+	unsigned char *l4 = out + s->ihl;
+	size_t l4len = s->hlen - s->ihl + n;
+	int last = s->off + n >= s->len - s->hlen;
+	uint16_t sum;
+
+	memcpy(out, p, s->hlen);
+	memcpy(out + s->hlen, p + s->hlen + s->off, n);
+	put16(out + 2, (uint16_t)(s->hlen + n));
+	put16(out + 4, (uint16_t)(get16(p + 4) + s->idx));
+	ip_csum_set(out, s->ihl);
+	if (s->gso == TUN_GSO_TCPV4) {
+		put32(l4 + 4, get32(p + s->ihl + 4) + (uint32_t)s->off);
+		if (!last)
+			l4[13] &= (unsigned char)~(TCP_FIN | TCP_PSH);
+		if (s->idx > 0)
+			l4[13] &= (unsigned char)~TCP_CWR;
+		l4[16] = l4[17] = 0;
+		sum = (uint16_t)~csum_fold(csum_pseudo(out, IPPROTO_TCP,
+		    l4len) + csum_add(0, l4, l4len));
+		put16(l4 + 16, sum);
+	} else {
+		put16(l4 + 4, (uint16_t)l4len);
+		l4[6] = l4[7] = 0;
+		sum = (uint16_t)~csum_fold(csum_pseudo(out, IPPROTO_UDP,
+		    l4len) + csum_add(0, l4, l4len));
+		put16(l4 + 6, sum == 0 ? 0xffff : sum);	/* RFC 768 */
+	}
+	s->off += n;
+	s->idx++;
+	return s->hlen + n;
+}
+
+/* see candy.h */
+size_t tun_seg_next(struct tun_seg *s, unsigned char *out, size_t outlen)
+{
+	size_t n, left;
+	uint16_t sum;
+
+	if (s->pkt == NULL)
+		return 0;
+	if (s->gso == TUN_GSO_NONE) {
+		if (s->idx > 0 || s->len > outlen)
+			return 0;
+		s->idx++;
+		memcpy(out, s->pkt, s->len);
+		if (s->csum_at != 0) {
+			/* The field holds the pseudo-header's sum: the sum
+			 * from csum_start over it completes it. */
+			sum = (uint16_t)~csum_fold(csum_add(0, out + s->csum_at,
+			    s->len - s->csum_at));
+			put16(out + s->csum_field, sum == 0 ? 0xffff : sum);
+		}
+		return s->len;
+	}
+	left = s->len - s->hlen - s->off;
+	/* A GSO packet without payload still goes out once. */
+	if ((left == 0 && s->idx > 0) || outlen < s->hlen)
+		return 0;
+	n = left < s->mss ? left : s->mss;
+	if (n > outlen - s->hlen)
+		return 0;
+	return seg_write(s, out, n);
+}
+
+/*
+ * A segment we may merge: IPv4 without options, not a fragment, TCP with
+ * payload, flags ACK (PSH allowed), no urgent data, both checksums right
+ * (the merged packet's checksum is the kernel's to finish: a segment
+ * damaged before must not come out of it whole).  Its TCP header length
+ * in *hlen.
+ */
+static int gro_candidate(const unsigned char *p, size_t len, size_t *hlen)
+{
+	size_t doff;
+
+	if (len < IPV4_MIN_LEN + TCP_HDR_MIN || len > TUN_SUPER_MAX ||
+	    p[0] != 0x45 || get16(p + 2) != len || p[9] != IPPROTO_TCP ||
+	    (get16(p + 6) & IP_FRAG_MASK) != 0)
+		return 0;
+	doff = (size_t)(p[32] >> 4) * 4;
+	if (doff < TCP_HDR_MIN || IPV4_MIN_LEN + doff >= len ||
+	    (p[33] & ~TCP_PSH) != TCP_ACK || get16(p + 38) != 0)
+		return 0;
+	if (csum_fold(csum_add(0, p, IPV4_MIN_LEN)) != 0xffff ||
+	    csum_fold(csum_pseudo(p, IPPROTO_TCP, len - IPV4_MIN_LEN) +
+	    csum_add(0, p + IPV4_MIN_LEN, len - IPV4_MIN_LEN)) != 0xffff)
+		return 0;
+	*hlen = IPV4_MIN_LEN + doff;
+	return 1;
+}
+
+/* May p (a candidate with header length hlen) follow what g holds? */
+static int gro_fits(const struct tun_gro *g, const unsigned char *p,
+    size_t len, size_t hlen)
+{
+	const unsigned char *h = g->buf + TUN_VNET_LEN;
+	size_t n = len - hlen;
+
+	if (g->closed || g->nseg >= TUN_GRO_SEGS || hlen != g->hlen ||
+	    n > g->mss || g->len + n > TUN_SUPER_MAX)
+		return 0;
+	if (p[1] != h[1] || p[8] != h[8] ||
+	    (get16(p + 6) & IP_DF) != (get16(h + 6) & IP_DF) ||
+	    (!(get16(p + 6) & IP_DF) && get16(p + 4) != g->id) ||
+	    memcmp(p + 12, h + 12, 8) != 0)
+		return 0;
+	/* Ports; sequence; ack; flags (the holder's have no PSH, or it
+	 * would be closed); window; options. */
+	return memcmp(p + 20, h + 20, 4) == 0 && get32(p + 24) == g->next_seq &&
+	    memcmp(p + 28, h + 28, 4) == 0 && (p[33] & ~TCP_PSH) == h[33] &&
+	    memcmp(p + 34, h + 34, 2) == 0 &&
+	    memcmp(p + 40, h + 40, hlen - 40) == 0;
+}
+
+/* see candy.h */
+int tun_gro_add(struct tun_gro *g, const unsigned char *pkt, size_t len)
+{
+	unsigned char *h = g->buf + TUN_VNET_LEN;
+	size_t hlen, n;
+
+	if (!gro_candidate(pkt, len, &hlen))
+		return g->len != 0 ? TUN_GRO_FLUSH : TUN_GRO_PASS;
+	n = len - hlen;
+	if (g->len == 0) {
+		memcpy(h, pkt, len);
+		g->len = len;
+		g->hlen = hlen;
+		g->mss = n;
+		g->nseg = 1;
+		g->closed = (pkt[33] & TCP_PSH) != 0;
+		g->next_seq = get32(pkt + 24) + (uint32_t)n;
+		g->id = (uint16_t)(get16(pkt + 4) + 1);
+		return TUN_GRO_HELD;
+	}
+	if (!gro_fits(g, pkt, len, hlen))
+		return TUN_GRO_FLUSH;
+	memcpy(h + g->len, pkt + hlen, n);
+	g->len += n;
+	g->nseg++;
+	g->next_seq += (uint32_t)n;
+	g->id++;
+	if (n < g->mss || (pkt[33] & TCP_PSH)) {
+		h[33] |= pkt[33] & TCP_PSH;
+		g->closed = 1;
+	}
+	return TUN_GRO_HELD;
+}
+
+/* see candy.h */
+size_t tun_gro_take(struct tun_gro *g, int le, const unsigned char **out)
+{
+	unsigned char *h = g->buf + TUN_VNET_LEN;
+	struct tun_vnet v;
+	size_t len = g->len;
+
+	if (len == 0)
+		return 0;
+	memset(&v, 0, sizeof(v));
+	if (g->nseg > 1) {
+		/* CHECKSUM_PARTIAL: the TCP field holds the pseudo-header's
+		 * sum, the kernel (or the segments it cuts) completes it. */
+		put16(h + 2, (uint16_t)len);
+		ip_csum_set(h, IPV4_MIN_LEN);
+		put16(h + 36, csum_fold(csum_pseudo(h, IPPROTO_TCP,
+		    len - IPV4_MIN_LEN)));
+		v.flags = TUN_VNET_NEEDS_CSUM;
+		v.gso_type = TUN_GSO_TCPV4;
+		v.hdr_len = (unsigned)g->hlen;
+		v.gso_size = (unsigned)g->mss;
+		v.csum_start = IPV4_MIN_LEN;
+		v.csum_offset = 16;
+	}
+	tun_vnet_put(g->buf, &v, le);
+	*out = g->buf;
+	g->len = 0;
+	return TUN_VNET_LEN + len;
+}
+/* <<< offload section */

@@ -33,5 +33,6 @@ void test_peer(void);
 void test_relay(void);
 void test_client(void);
 void test_server(void);
+void test_offload(void);
 
 #endif

@@ -84,6 +84,7 @@ static const struct {
 	{ "relay", test_relay },
 	{ "client", test_client },
 	{ "server", test_server },
+	{ "offload", test_offload },
 };
 
 int main(void)
