@@ -661,13 +661,16 @@ pair "relay [PEER's server, after pc's restart]" pc oa
 
 S2o="auth [our server, PEER client]"
 S2p="auth [PEER's server, our client]"
+# "No address" counts only once the refusal was seen.
 expect "$S2o: a wrong password is refused (our server's log)" 20 \
-    log_has srv 'refused authentication.*wrong password'
-check "$S2o: the refused PEER client gets no address" \
+    log_has srv 'refused authentication.*wrong password' &&
+    check "$S2o: the refused PEER client gets no address" \
     eval '[ -z "$(addr_of pz)" ]'
+# Our client logs that the server closed the connection, before granting
+# an address (a server that does not listen gives "refused" instead).
 expect "$S2p: a wrong password is refused (our client's log)" 20 \
-    log_has oz 'wrong password|refused'
-check "$S2p: the refused client gets no address" \
+    log_has oz 'closed the connection' &&
+    check "$S2p: the refused client gets no address" \
     eval '[ -z "$(addr_of oz)" ]'
 stop pz
 stop oz
