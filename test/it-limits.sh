@@ -1,8 +1,8 @@
 #!/bin/sh
 # it-limits.sh: the server's limits (issue 9).
 #   - capacity: with a soft descriptor limit of 1024 (raised to the hard
-#     one at start), a /16 server takes more than 1,024 clients;
-#     --max-clients refuses the one past it;
+#     one at start), a /16 server takes more than 1,024 clients, and two
+#     real clients among them talk; --max-clients refuses the one past it;
 #   - strangers: a host with 8 addresses keeps 150 connections open that
 #     upgrade and ping but never authenticate, reopening those closed; a
 #     real client still gets in, every stranger is closed about 10 s after
@@ -60,6 +60,13 @@ echo "# $(cat "$T/many.out")"
 check "1,200 clients are all taken" grep -q "accepted 1200 " "$T/many.out"
 check "the server counts them" \
     eval 'status_of srv1 | grep -q "status: clients 1200 "'
+# Among them, two real clients: the poll set of 1,200 relays as before.
+candy_client a c1 -w ws://10.77.0.1:8080 -p pw -t 10.100.0.2/16
+candy_client atk c2 -w ws://10.77.0.1:8080 -p pw -t 10.100.0.3/16
+check "two clients among 1,200 sessions ping each other" \
+    eval 'wait_addr c1 15 && wait_addr c2 15 && ping_ok a 10.100.0.3'
+stop c1
+stop c2
 kill "$MANY" 2>/dev/null
 wait "$MANY" 2>/dev/null
 stop srv1
