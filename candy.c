@@ -3302,8 +3302,7 @@ static int session_tun_wanted(const struct session *s)
 		return 0;
 	if (s->state != S_UP)
 		return 1;
-	return WS_OUT_SIZE - (s->ws.outlen - s->ws.outpos) >=
-	    4 * (size_t)(s->cfg->mtu + 64);
+	return ws_room(&s->ws) >= 4 * (size_t)(s->cfg->mtu + 64);
 }
 
 static void session_status(struct session *s)

@@ -204,9 +204,34 @@ void ws_mask(unsigned char *p, size_t n, const unsigned char mask[4],
     size_t off);
 
 #define WS_MSG_MAX	65536		/* largest message we accept */
-#define WS_IN_SIZE	(WS_MSG_MAX + 16)
-#define WS_OUT_SIZE	(128 * 1024)	/* bounded output queue per connection */
 #define WS_HTTP_MAX	4096		/* largest HTTP upgrade head */
+
+/*
+ * Buffers grow only while a connection needs them and shrink back when
+ * drained (ws.c, "Buffers").  Per connection, allocated at the first read
+ * or frame and freed by ws_free:
+ *   input:  WS_IN_BASE (server) or WS_BUF_MAX (client) bytes; a server's
+ *           grows to hold one frame larger than that, and a fragmented
+ *           message is reassembled in place, so it never exceeds
+ *           WS_BUF_MAX;
+ *   output: WS_OUT_BASE bytes, doubling as frames queue up to
+ *           WS_OUT_SERVER_MAX (server) or WS_OUT_CLIENT_MAX (client);
+ *           past that, frames are dropped.
+ * A buffer larger than its base goes back to its base once it is empty
+ * and no frame has needed more for WS_TRIM_MS.  A server connection thus
+ * holds WS_IN_BASE + WS_OUT_BASE bytes idle (and less while it has
+ * received or queued nothing), at most WS_BUF_MAX + WS_OUT_SERVER_MAX
+ * (a peer sending 64 KiB frames and reading nothing).
+ */
+#define WS_IN_BASE	4096
+#define WS_OUT_BASE	4096
+#define WS_BUF_MAX	(WS_MSG_MAX + 4096)	/* a message, a frame header,
+						 * and a control frame within
+						 * a fragmented message */
+#define WS_OUT_SERVER_MAX	WS_BUF_MAX	/* one largest frame fits */
+#define WS_OUT_CLIENT_MAX	(128 * 1024)	/* one connection: room for
+						 * bursts from the TUN */
+#define WS_TRIM_MS	1000
 
 enum ws_state { WS_HTTP, WS_OPEN, WS_CLOSING, WS_DEAD };
 
@@ -215,13 +240,18 @@ struct ws {
 	enum ws_state state;
 	int client;		/* 1: we mask frames and expect a 101 */
 	char accept[29];	/* client: the Sec-WebSocket-Accept expected */
-	unsigned char in[WS_IN_SIZE];	/* received, not yet parsed */
+	unsigned char *in;	/* received, not yet parsed; NULL: none yet */
+	size_t insize, inbase;	/* allocated; size when not grown */
 	size_t inpos, inlen;
-	unsigned char msg[WS_MSG_MAX];	/* a fragmented message, reassembled */
-	size_t msglen;
+	/* A fragmented message being reassembled in place: in[inpos -
+	 * msglen .. inpos), headers and control frames slid out of it. */
+	size_t msglen;		/* 0 when none is open */
 	int msgop;			/* its opcode; -1 when none is open */
-	unsigned char out[WS_OUT_SIZE];	/* frames not yet written */
+	unsigned char *out;	/* frames not yet written; NULL: none yet */
+	size_t outsize, outmax;	/* allocated; the most it may grow to */
 	size_t outpos, outlen;
+	int lent;		/* ws_read's last message may be in use */
+	int64_t big_ms;			/* a buffer last needed more than base */
 	int64_t last_rx_ms;		/* last frame (any kind) received */
 	int64_t full_since_ms;		/* output queue full since; 0 if not */
 	unsigned long dropped;		/* frames dropped: queue full */
@@ -229,30 +259,38 @@ struct ws {
 };
 
 /* Start a connection on a connected socket.  A client queues the HTTP
- * upgrade request for host_header and path. */
+ * upgrade request for host_header and path.  w must be zeroed or released
+ * by ws_free (buffers are allocated later, as they are needed). */
 void ws_init_server(struct ws *w, int fd, struct tls *tls);
 void ws_init_client(struct ws *w, int fd, struct tls *tls,
     const char *host_header, const char *path);
 /*
  * Read and return the next data message: 1 with *msg and *len set (valid until
- * the next ws_read call), 0 when none is complete yet, -1 when the
- * connection is finished (closed, malformed, or I/O error).  Handles the
- * HTTP upgrade, ping/pong and close frames by itself.
+ * the next ws_read or ws_flush call on w), 0 when none is complete yet, -1
+ * when the connection is finished (closed, malformed, I/O error, or no
+ * memory for a buffer).  Handles the HTTP upgrade, ping/pong and close
+ * frames by itself.
  */
 int ws_read(struct ws *w, unsigned char **msg, size_t *len);
 /* Queue one frame.  0 queued, -1 dropped because the queue is full (or the
  * connection is not open; a client may queue behind its upgrade request).
  * A drop counts in dropped and sets full_since_ms if it is 0.  Nothing is
- * written: the caller flushes once per poll pass. */
+ * written while the queue holds less than half its maximum: the caller
+ * flushes once per poll pass. */
 int ws_send(struct ws *w, int opcode, const void *p, size_t n);
 /* Write queued bytes.  0 ok (or would block), -1 error.  Clears
- * full_since_ms whenever the peer takes bytes. */
+ * full_since_ms whenever the peer takes bytes.  Shrinks drained buffers
+ * (see WS_TRIM_MS): call it every poll pass. */
 int ws_flush(struct ws *w);
+/* Bytes queued, and bytes that may still be queued (frames take 2 to 14
+ * more than their payload). */
+size_t ws_queued(const struct ws *w);
+size_t ws_room(const struct ws *w);
 /* Poll events for the connection. */
 short ws_events(const struct ws *w);
 /* Queue a close frame and flush what can be flushed. */
 void ws_close(struct ws *w);
-/* Free the stream; the struct may be reused by ws_init_*. */
+/* Free the stream and the buffers; the struct may be reused by ws_init_*. */
 void ws_free(struct ws *w);
 /* Server side: parse an HTTP upgrade request head.  WS_DONE with key set and
  * *used the bytes of the head, WS_MORE, or WS_BAD. */

@@ -2,14 +2,21 @@
  * ws.c: WebSocket (RFC 6455) over the byte stream of tls.c: the HTTP/1.1
  * upgrade (client request and 101 check, server request parse and answer),
  * frame headers and masking, and the per-connection buffers: an input
- * buffer that frames are parsed from in place, a reassembly buffer for
- * fragmented messages, and a bounded output queue.
+ * buffer that frames are parsed (and fragmented messages reassembled) in
+ * place, and a bounded output queue.
  *
  * Everything is resumable: ws_read takes whatever bytes the stream has,
- * answers "a message", "nothing yet" or "finished", and never blocks.  No
- * allocation: every buffer lives in struct ws.
+ * answers "a message", "nothing yet" or "finished", and never blocks.
+ *
+ * Buffers are allocated when a connection first needs them and grow only
+ * while it needs more (a large frame, a queue the peer is slow to take),
+ * up to fixed limits, then shrink back once drained and quiet for
+ * WS_TRIM_MS (candy.h gives the sizes).  A server with thousands of mostly
+ * idle connections thus pays for what is in flight, not for the worst
+ * case of each; steady traffic in small frames allocates nothing.
  */
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 
 #include <bearssl.h>
@@ -20,9 +27,16 @@
 #define WS_GUID		"258EAFA5-E914-47DA-95CA-C5AB0DC85B11"
 #define WS_KEY_LEN	24	/* base64 of the 16-byte nonce */
 #define WS_HDR_MAX	14	/* 2 + 8 (64-bit length) + 4 (mask) */
-/* Compact the input buffer before reading into less tail room than this,
- * so reads stay large; the memmove copies at most one partial frame. */
+/* Compact the input buffer before reading into less tail room than this
+ * (or a quarter of the buffer, when that is less), so reads stay large;
+ * the memmove copies at most one partial frame. */
 #define WS_READ_MIN	4096
+/* The output queue grows by doubling from WS_OUT_BASE; once it holds more
+ * than 1/WS_OUT_EARLY of its maximum, ws_send flushes at once, so a burst
+ * of relayed frames is not dropped for want of the per-pass flush. */
+#define WS_OUT_EARLY	2
+/* The input buffer grows to the frame it must hold, in steps of this. */
+#define WS_IN_STEP	4096
 /* Control frames handled in one ws_read call before it gives the caller
  * a turn (a ping flood must not hold the poll loop); ws_pending says so. */
 #define WS_CTRL_BURST	64
@@ -425,19 +439,85 @@ static int response_check(const struct ws *w, const char *h, size_t len)
 	return accepted == 1 ? 0 : -1;
 }
 
-/* ---- The output queue. ---- */
+/* ---- Buffers. ---- */
 
-/* Room for n more bytes at the end of the queue, compacting if that helps;
- * NULL when the queue is too full. */
+/* Resize a buffer, keeping its bytes (as many as fit).  0 ok, -1 no
+ * memory: the old buffer is left as it was. */
+static int buf_resize(unsigned char **buf, size_t *size, size_t newsize)
+{
+	unsigned char *p = realloc(*buf, newsize);
+
+	if (p == NULL) {
+		log_warnx("out of memory for a %zu-byte WebSocket buffer",
+		    newsize);
+		return -1;
+	}
+	*buf = p;
+	*size = newsize;
+	return 0;
+}
+
+/*
+ * Shrink buffers that are empty and have not needed more than their base
+ * for WS_TRIM_MS.  The input buffer is left alone while a message that
+ * ws_read returned may still be in use (until the next ws_read).
+ */
+static void buf_trim(struct ws *w)
+{
+	if (w->insize <= w->inbase && w->outsize <= WS_OUT_BASE)
+		return;
+	if (now_ms() - w->big_ms < WS_TRIM_MS)
+		return;
+	if (w->insize > w->inbase && !w->lent && w->inpos == w->inlen &&
+	    w->msglen == 0) {
+		w->inpos = w->inlen = 0;
+		(void)buf_resize(&w->in, &w->insize, w->inbase);
+	}
+	if (w->outsize > WS_OUT_BASE && w->outpos == w->outlen) {
+		w->outpos = w->outlen = 0;
+		(void)buf_resize(&w->out, &w->outsize, WS_OUT_BASE);
+	}
+}
+
+/* see candy.h */
+size_t ws_queued(const struct ws *w)
+{
+	return w->outlen - w->outpos;
+}
+
+/* see candy.h */
+size_t ws_room(const struct ws *w)
+{
+	return w->outmax - ws_queued(w);
+}
+
+/* Room for n more bytes at the end of the queue, compacting or growing
+ * it if that helps; NULL when the queue would exceed w->outmax (or no
+ * memory). */
 static unsigned char *out_room(struct ws *w, size_t n)
 {
-	if (WS_OUT_SIZE - w->outlen >= n)
-		return w->out + w->outlen;
-	if (n > WS_OUT_SIZE || w->outlen - w->outpos > WS_OUT_SIZE - n)
+	size_t queued = w->outlen - w->outpos, size;
+
+	if (n > w->outmax - queued)
 		return NULL;
-	memmove(w->out, w->out + w->outpos, w->outlen - w->outpos);
-	w->outlen -= w->outpos;
-	w->outpos = 0;
+	if (queued + n > WS_OUT_BASE)
+		w->big_ms = now_ms();
+	if (w->out != NULL && w->outsize - w->outlen >= n)
+		return w->out + w->outlen;
+	if (w->outpos > 0) {
+		memmove(w->out, w->out + w->outpos, queued);
+		w->outlen = queued;
+		w->outpos = 0;
+	}
+	if (w->out == NULL || w->outsize - w->outlen < n) {
+		for (size = w->outsize ? w->outsize : WS_OUT_BASE;
+		    size < queued + n; size *= 2)
+			;
+		if (size > w->outmax)
+			size = w->outmax;
+		if (buf_resize(&w->out, &w->outsize, size) < 0)
+			return NULL;
+	}
 	return w->out + w->outlen;
 }
 
@@ -478,6 +558,8 @@ static int out_frame(struct ws *w, int opcode, const void *p, size_t n)
 
 /* ---- Connections. ---- */
 
+/* The client is one connection per process: its input buffer is full
+ * size from the start (large reads), its queue may grow larger. */
 static void ws_init(struct ws *w, int fd, struct tls *tls, int client)
 {
 	w->s.fd = fd;
@@ -485,10 +567,18 @@ static void ws_init(struct ws *w, int fd, struct tls *tls, int client)
 	w->state = WS_HTTP;
 	w->client = client;
 	w->accept[0] = '\0';
+	w->in = NULL;
+	w->insize = 0;
+	w->inbase = client ? WS_BUF_MAX : WS_IN_BASE;
 	w->inpos = w->inlen = 0;
 	w->msglen = 0;
 	w->msgop = -1;
+	w->out = NULL;
+	w->outsize = 0;
+	w->outmax = client ? WS_OUT_CLIENT_MAX : WS_OUT_SERVER_MAX;
 	w->outpos = w->outlen = 0;
+	w->lent = 0;
+	w->big_ms = 0;
 	w->last_rx_ms = now_ms();
 	w->full_since_ms = 0;
 	w->dropped = 0;
@@ -506,7 +596,7 @@ void ws_init_client(struct ws *w, int fd, struct tls *tls,
     const char *host_header, const char *path)
 {
 	unsigned char nonce[16];
-	char key[WS_KEY_LEN + 1];
+	char key[WS_KEY_LEN + 1], req[WS_HTTP_MAX];
 	size_t n;
 
 	ws_init(w, fd, tls, 1);
@@ -516,39 +606,55 @@ void ws_init_client(struct ws *w, int fd, struct tls *tls,
 	/* XXX: a host or path unfit for a request line (the URI parser lets
 	 * none through) leaves the queue empty and the caller's open timeout
 	 * ends the session. */
-	n = ws_request_build((char *)w->out, WS_OUT_SIZE, host_header, path,
-	    key);
+	n = ws_request_build(req, sizeof(req), host_header, path, key);
 	if (n == 0)
 		log_warnx("cannot build a WebSocket request for %s%s",
 		    host_header, path != NULL ? path : "");
-	w->outlen = n;
+	else
+		(void)out_raw(w, req, n);
 }
 
 /*
  * Read more bytes into w->in, making room for need bytes from inpos (the
- * frame or head being read).  1 read some, 0 nothing now, -1 EOF, error,
- * or no room (cannot happen: heads and frames are checked against the
- * buffer's size first).
+ * frame or head being read) behind the open fragmented message, if any:
+ * the buffer grows for a frame larger than it.  1 read some, 0 nothing
+ * now, -1 EOF, error, or no memory (no room cannot happen: heads and
+ * frames are checked against WS_BUF_MAX first).
  */
 static int in_fill(struct ws *w, size_t need)
 {
+	size_t keep, want = w->msglen + need, size = w->insize, min;
 	ssize_t n;
 
-	if (w->inpos == w->inlen)
+	if (w->inpos == w->inlen && w->msglen == 0)
 		w->inpos = w->inlen = 0;
-	/* Compact only when needed: the frame would not fit where it
-	 * starts, or the tail is too short for a useful read. */
-	if (w->inpos > 0 && (WS_IN_SIZE - w->inpos < need ||
-	    WS_IN_SIZE - w->inlen < WS_READ_MIN)) {
-		memmove(w->in, w->in + w->inpos, w->inlen - w->inpos);
-		w->inlen -= w->inpos;
-		w->inpos = 0;
+	keep = w->inpos - w->msglen;	/* the first byte still needed */
+	if (want > w->inbase)
+		w->big_ms = now_ms();
+	if (w->in == NULL || want > size) {
+		size = (want + WS_IN_STEP - 1) / WS_IN_STEP * WS_IN_STEP;
+		if (size < w->inbase)
+			size = w->inbase;
+		if (size > WS_BUF_MAX)
+			size = WS_BUF_MAX;
 	}
-	if (w->inlen == WS_IN_SIZE) {
+	/* Compact only when needed: before growing, when the frame would
+	 * not fit where it starts, or when the tail is too short for a
+	 * useful read. */
+	min = w->insize / 4 < WS_READ_MIN ? w->insize / 4 : WS_READ_MIN;
+	if (keep > 0 && (size > w->insize || w->insize - keep < want ||
+	    w->insize - w->inlen < min)) {
+		memmove(w->in, w->in + keep, w->inlen - keep);
+		w->inlen -= keep;
+		w->inpos -= keep;
+	}
+	if (size > w->insize && buf_resize(&w->in, &w->insize, size) < 0)
+		return -1;
+	if (w->inlen == w->insize) {
 		log_warnx("WebSocket input buffer full");
 		return -1;
 	}
-	n = stream_read(&w->s, w->in + w->inlen, WS_IN_SIZE - w->inlen);
+	n = stream_read(&w->s, w->in + w->inlen, w->insize - w->inlen);
 	if (n < 0)
 		return -1;
 	w->inlen += (size_t)n;
@@ -632,14 +738,30 @@ static void close_received(struct ws *w, const unsigned char *p, size_t n)
 }
 
 /*
+ * A frame was taken out of the middle of an open fragmented message (a
+ * control frame, or the header of a continuation): slide the message
+ * forward so that it ends at end, right before the bytes still to parse
+ * (or the payload it continues with).  At most WS_MSG_MAX bytes, and only
+ * for fragmented messages, which the existing client never sends.
+ */
+static void msg_slide(struct ws *w, size_t from, size_t end)
+{
+	if (w->msglen > 0 && end != from)
+		memmove(w->in + end - w->msglen, w->in + from - w->msglen,
+		    w->msglen);
+}
+
+/*
  * Handle one frame that is complete in w->in at inpos.  Returns 1 with a
- * data message, 0 after a control frame or a fragment, -1 to finish.
+ * data message, 0 after a control frame or a fragment, -1 to finish.  A
+ * fragmented message is reassembled in place: its bytes are always
+ * in[inpos - msglen .. inpos).
  */
 static int frame_take(struct ws *w, const struct ws_frame *f,
     unsigned char **msg, size_t *len)
 {
-	unsigned char *p = w->in + w->inpos + f->hdrlen;
-	size_t n = (size_t)f->paylen;
+	size_t start = w->inpos, n = (size_t)f->paylen;
+	unsigned char *p = w->in + start + f->hdrlen;
 
 	w->inpos += f->hdrlen + n;
 	w->last_rx_ms = now_ms();
@@ -651,8 +773,10 @@ static int frame_take(struct ws *w, const struct ws_frame *f,
 		 * pings again. */
 		if (out_frame(w, WS_PONG, p, n) < 0)
 			w->dropped++;
+		msg_slide(w, start, w->inpos);
 		return 0;
 	case WS_PONG:
+		msg_slide(w, start, w->inpos);
 		return 0;
 	case WS_CLOSE:
 		close_received(w, p, n);
@@ -668,13 +792,14 @@ static int frame_take(struct ws *w, const struct ws_frame *f,
 			    "bytes", WS_MSG_MAX);
 			return -1;
 		}
-		memcpy(w->msg + w->msglen, p, n);
+		msg_slide(w, start, start + f->hdrlen);
 		w->msglen += n;
 		if (!f->fin)
 			return 0;
-		w->msgop = -1;
-		*msg = w->msg;
+		*msg = w->in + w->inpos - w->msglen;
 		*len = w->msglen;
+		w->msgop = -1;
+		w->msglen = 0;
 		return 1;
 	default:	/* WS_TEXT, WS_BINARY: text is delivered like binary */
 		if (w->msgop >= 0) {
@@ -683,7 +808,7 @@ static int frame_take(struct ws *w, const struct ws_frame *f,
 			return -1;
 		}
 		if (!f->fin) {
-			memcpy(w->msg, p, n);
+			/* The payload stays where it is: the message. */
 			w->msglen = n;
 			w->msgop = f->opcode;
 			return 0;
@@ -725,10 +850,13 @@ static int frame_next(struct ws *w, unsigned char **msg, size_t *len,
 	}
 	/* XXX: lenient on control frames: §5.5 limits them to 125 bytes,
 	 * but the existing server pads its pong to 1500 bytes.  Every frame
-	 * is held to WS_MSG_MAX. */
-	if (f.paylen > WS_MSG_MAX) {
+	 * is held to WS_MSG_MAX, and must fit in the input buffer behind
+	 * the fragmented message it interrupts or continues. */
+	if (f.paylen > WS_MSG_MAX ||
+	    f.hdrlen + f.paylen > WS_BUF_MAX - w->msglen) {
 		log_warnx("WebSocket frame of %llu bytes exceeds %d",
-		    (unsigned long long)f.paylen, WS_MSG_MAX);
+		    (unsigned long long)f.paylen, f.paylen > WS_MSG_MAX ?
+		    WS_MSG_MAX : (int)(WS_BUF_MAX - w->msglen - f.hdrlen));
 		return -1;
 	}
 	if (avail < f.hdrlen + f.paylen) {
@@ -744,18 +872,25 @@ int ws_read(struct ws *w, unsigned char **msg, size_t *len)
 	size_t need;
 	int r, ctrl = 0;
 
+	/* The message returned last time is no longer in use. */
+	w->lent = 0;
+	buf_trim(w);
 	for (;;) {
-		switch (w->state) {
-		case WS_HTTP:
+		if (w->state != WS_HTTP && w->state != WS_OPEN)
+			return -1;
+		if (w->in == NULL) {
+			need = 1;	/* nothing received yet */
+		} else if (w->state == WS_HTTP) {
 			r = w->client ? client_upgrade(w) : server_upgrade(w);
 			if (r == WS_BAD)
 				return -1;
 			if (r == WS_DONE)
 				continue;
 			need = WS_HTTP_MAX;
-			break;
-		case WS_OPEN:
+		} else {
 			r = frame_next(w, msg, len, &need);
+			if (r == 1)
+				w->lent = 1;
 			if (r == 1 || r < 0)
 				return r;
 			if (r == 0) {
@@ -763,9 +898,6 @@ int ws_read(struct ws *w, unsigned char **msg, size_t *len)
 					return 0;
 				continue;
 			}
-			break;
-		default:
-			return -1;
 		}
 		/* Need more bytes. */
 		if ((r = in_fill(w, need)) <= 0)
@@ -782,10 +914,11 @@ int ws_pending(const struct ws *w)
 
 	if (w->state == WS_DEAD)
 		return 0;
-	if (w->state == WS_OPEN) {
+	if (w->state == WS_OPEN && w->in != NULL) {
 		/* A bad frame counts: ws_read will report it. */
 		r = ws_frame_parse(w->in + w->inpos, avail, &f);
 		if (r == WS_BAD || (r == WS_DONE && (f.paylen > WS_MSG_MAX ||
+		    f.hdrlen + f.paylen > WS_BUF_MAX - w->msglen ||
 		    avail >= f.hdrlen + f.paylen)))
 			return 1;
 	}
@@ -793,9 +926,10 @@ int ws_pending(const struct ws *w)
 }
 
 /*
- * see candy.h.  No opportunistic flush here: the caller flushes once per
- * poll pass, before it sleeps, so a frame waits no longer, and the frames
- * of one pass leave in one write (one TLS record) instead of one each.
+ * see candy.h.  The caller flushes once per poll pass, before it sleeps,
+ * so a frame waits no longer, and the frames of one pass leave in one
+ * write (one TLS record) instead of one each; only a queue past half its
+ * maximum is written at once.
  */
 int ws_send(struct ws *w, int opcode, const void *p, size_t n)
 {
@@ -814,6 +948,11 @@ int ws_send(struct ws *w, int opcode, const void *p, size_t n)
 			w->full_since_ms = now_ms();
 		return -1;
 	}
+	/* A burst (a relay pass, READ_BURST frames from one sender) may
+	 * outgrow the queue before the pass ends: write early.  An error
+	 * shows again at the caller's flush. */
+	if (ws_queued(w) > w->outmax / WS_OUT_EARLY)
+		(void)ws_flush(w);
 	return 0;
 }
 
@@ -840,6 +979,7 @@ int ws_flush(struct ws *w)
 	}
 	if (w->outpos == w->outlen)
 		w->outpos = w->outlen = 0;
+	buf_trim(w);
 	return 0;
 }
 
@@ -870,13 +1010,17 @@ void ws_close(struct ws *w)
 /* see candy.h */
 void ws_free(struct ws *w)
 {
+	free(w->in);
+	free(w->out);
+	w->in = w->out = NULL;
+	w->insize = w->outsize = 0;
+	w->inpos = w->inlen = w->outpos = w->outlen = 0;
+	w->msglen = 0;
+	w->msgop = -1;
 	if (w->state == WS_DEAD)
 		return;
 	stream_close(&w->s);
 	w->s.fd = -1;
 	w->s.tls = NULL;
 	w->state = WS_DEAD;
-	w->inpos = w->inlen = w->outpos = w->outlen = 0;
-	w->msglen = 0;
-	w->msgop = -1;
 }

@@ -359,9 +359,11 @@ static struct ws ws;
 
 static void ws_check(void)
 {
-	REQUIRE(ws.inpos <= ws.inlen && ws.inlen <= WS_IN_SIZE);
-	REQUIRE(ws.outpos <= ws.outlen && ws.outlen <= WS_OUT_SIZE);
-	REQUIRE(ws.msglen <= WS_MSG_MAX);
+	REQUIRE(ws.inpos <= ws.inlen && ws.inlen <= ws.insize);
+	REQUIRE(ws.insize <= WS_BUF_MAX && (ws.in != NULL || !ws.insize));
+	REQUIRE(ws.outpos <= ws.outlen && ws.outlen <= ws.outsize);
+	REQUIRE(ws.outsize <= ws.outmax && (ws.out != NULL || !ws.outsize));
+	REQUIRE(ws.msglen <= WS_MSG_MAX && ws.msglen <= ws.inpos);
 }
 
 /*
@@ -381,8 +383,7 @@ static int ws_pump(int peer, int reads)
 		ws_check();
 		if (r == 1) {
 			REQUIRE(len <= WS_MSG_MAX);
-			REQUIRE((m >= ws.in && m + len <= ws.in + WS_IN_SIZE) ||
-			    (m == ws.msg && len <= ws.msglen));
+			REQUIRE(m >= ws.in && m + len <= ws.in + ws.inpos);
 			touch(m, len);
 			ws_send(&ws, WS_BINARY, m, len);
 		}

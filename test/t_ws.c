@@ -15,7 +15,6 @@
 #include "candy.h"
 #include "test.h"
 
-/* Connections are big (two 64 KiB buffers and a 128 KiB queue). */
 static struct ws wa, wb;
 
 /* A ws on one end of a non-blocking socketpair; *peer is the other end. */
@@ -304,7 +303,7 @@ static void test_receive(void)
 	feed_hex(peer, "810548656c6c6f");
 	CHECK(read_msg(&wa, &m, &len) == 1 && len == 5 &&
 	    memcmp(m, "Hello", 5) == 0, "client: unmasked Hello delivered");
-	CHECK(m >= wa.in && m < wa.in + WS_IN_SIZE,
+	CHECK(m >= wa.in && m < wa.in + wa.insize,
 	    "client: unfragmented message is zero-copy");
 	CHECK(ws_read(&wa, &m, &len) == 0, "client: then nothing");
 	feed_hex(peer, "818537fa213d7f9f4d5158");
@@ -327,7 +326,8 @@ static void test_receive(void)
 	feed_hex(peer, "010348656c 890548656c6c6f 80026c6f");
 	r = read_msg(&wa, &m, &len);
 	CHECK(r == 1 && len == 5 && memcmp(m, "Hello", 5) == 0 &&
-	    m == wa.msg, "client: fragments with a ping reassembled");
+	    m >= wa.in && m + len <= wa.in + wa.inlen,
+	    "client: fragments with a ping reassembled in place");
 	CHECK(wa.last_rx_ms == 4242, "client: frames set last_rx_ms");
 	fake_now_ms = 0;
 	n = drain(&wa, peer, b, sizeof(b));
@@ -407,7 +407,7 @@ static void test_receive(void)
 			if (i < 3)
 				ok &= r == 0;
 		}
-		CHECK(ok && r == 1 && len == WS_MSG_MAX && m == wa.msg &&
+		CHECK(ok && r == 1 && len == WS_MSG_MAX && m >= wa.in &&
 		    memcmp(m, big + 10, WS_MSG_MAX) == 0,
 		    "client: 65536 bytes in 4 fragments reassembled");
 		n = ws_frame_header(frame, WS_BINARY, 0, WS_MSG_MAX, NULL);
@@ -512,14 +512,18 @@ static void test_send(void)
 	for (i = 0; i < 1000; i++)
 		if (ws_send(&wa, WS_BINARY, p, sizeof(p)) < 0)
 			break;
-	CHECK(i == WS_OUT_SIZE / (sizeof(p) + 4 + 4) && wa.dropped == 1 &&
-	    wa.full_since_ms == 777, "queue full: dropped counted, "
-	    "full_since_ms set");
+	CHECK(i < 1000 && wa.dropped == 1 && wa.full_since_ms == 777 &&
+	    wa.outsize == WS_OUT_CLIENT_MAX &&
+	    ws_room(&wa) < sizeof(p) + 8, "queue full: at the client's "
+	    "maximum, dropped counted, full_since_ms set");
 	ws_send(&wa, WS_BINARY, p, sizeof(p));
 	CHECK(wa.dropped == 2 && wa.full_since_ms == 777,
 	    "queue full: full_since_ms kept");
 	fake_now_ms = 0;
-	/* The socket takes some; the queue compacts to take more. */
+	/* The peer reads some, the socket takes more; the queue compacts
+	 * to take more. */
+	while (read(peer, b, sizeof(b)) > 0)
+		;
 	ws_flush(&wa);
 	CHECK(wa.full_since_ms == 0 && wa.outpos > 0 &&
 	    wa.outpos < wa.outlen, "partial flush clears full_since_ms");
@@ -710,6 +714,137 @@ static void test_bad_request(void)
 	pair_close(&wa, peer);
 }
 
+/* A masked frame from a client, as the server reads it. */
+static size_t client_frame(unsigned char *b, int opcode, int fin,
+    const unsigned char *p, size_t n)
+{
+	static const unsigned char mask[4] = { 1, 2, 3, 4 };
+	size_t hl = ws_frame_header(b, opcode, fin, n, mask);
+
+	memcpy(b + hl, p, n);
+	ws_mask(b + hl, n, mask, 0);
+	return hl + n;
+}
+
+/*
+ * Buffers: nothing before the first byte, the base sizes for small
+ * frames (and no reallocation however many pass), growth for a large
+ * frame or a full queue up to the limits, back to the base once drained
+ * and quiet for WS_TRIM_MS, nothing after ws_free.
+ */
+static void test_buffers(void)
+{
+	static unsigned char big[WS_MSG_MAX + 32], frame[WS_BUF_MAX];
+	unsigned char *m, *in, *out, p[1400];
+	size_t len, n, i, sent;
+	int peer, ok;
+
+	pair_open(&wa, &peer, 0, 0);
+	CHECK(wa.in == NULL && wa.out == NULL && wa.insize == 0 &&
+	    wa.outsize == 0, "server: no buffer before the first byte");
+	feed(peer, vec_request, strlen(vec_request));
+	CHECK(ws_read(&wa, &m, &len) == 0 && wa.state == WS_OPEN &&
+	    wa.insize == WS_IN_BASE && wa.outsize == WS_OUT_BASE,
+	    "server: upgraded with base-size buffers");
+	drain(&wa, peer, frame, sizeof(frame));
+	in = wa.in;
+	out = wa.out;
+	ok = 1;
+	memset(p, 0x33, sizeof(p));
+	for (i = 0; i < 2000 && ok; i++) {
+		n = client_frame(frame, WS_BINARY, 1, p, 64 + i % 1000);
+		feed(peer, frame, n);
+		ok = read_msg(&wa, &m, &len) == 1 && len == 64 + i % 1000 &&
+		    ws_send(&wa, WS_BINARY, m, len) == 0;
+		drain(&wa, peer, frame, sizeof(frame));
+	}
+	CHECK(ok && wa.in == in && wa.out == out && wa.insize == WS_IN_BASE &&
+	    wa.outsize == WS_OUT_BASE, "server: 2000 small frames each way, "
+	    "no reallocation");
+
+	/* A 30000-byte frame grows the input buffer to hold it. */
+	fake_now_ms = 5000;
+	for (i = 0; i < WS_MSG_MAX; i++)
+		big[i] = (unsigned char)(i * 13);
+	n = client_frame(frame, WS_BINARY, 1, big, 30000);
+	feed(peer, frame, n);
+	CHECK(read_msg(&wa, &m, &len) == 1 && len == 30000 &&
+	    memcmp(m, big, 30000) == 0 && wa.insize >= 30008 &&
+	    wa.insize < 30008 + 4096, "server: input grows for a large frame");
+	CHECK(ws_read(&wa, &m, &len) == 0 && wa.insize > WS_IN_BASE,
+	    "server: kept while a large frame was recent");
+	fake_now_ms = 5000 + WS_TRIM_MS;
+	CHECK(ws_read(&wa, &m, &len) == 0 && wa.insize == WS_IN_BASE,
+	    "server: back to the base once quiet for WS_TRIM_MS");
+
+	/* In place: 65536 bytes in fragments with pings between them. */
+	ok = 1;
+	for (i = 0, sent = 0; i < 4; i++) {
+		size_t part = i < 3 ? 20000 : WS_MSG_MAX - 60000;
+
+		n = client_frame(frame, i ? WS_CONT : WS_BINARY, i == 3,
+		    big + sent, part);
+		n += client_frame(frame + n, WS_PING, 1, (const unsigned char *)
+		    "ping", 4);
+		feed(peer, frame, n);
+		sent += part;
+	}
+	for (i = 0; i < 8 && (ok = ws_read(&wa, &m, &len)) == 0; i++)
+		;
+	CHECK(ok == 1 && len == WS_MSG_MAX && memcmp(m, big, len) == 0 &&
+	    wa.insize <= WS_BUF_MAX, "server: 64 KiB in fragments and pings, "
+	    "reassembled within WS_BUF_MAX");
+	drain(&wa, peer, frame, sizeof(frame));
+	/* The fragmented message leaves too little room for a big ping. */
+	n = client_frame(frame, WS_BINARY, 0, big, WS_MSG_MAX);
+	feed(peer, frame, n);
+	CHECK(read_msg(&wa, &m, &len) == 0 && wa.msglen == WS_MSG_MAX,
+	    "server: a 64 KiB fragment is held");
+	n = client_frame(frame, WS_PING, 1, big, WS_BUF_MAX - WS_MSG_MAX);
+	feed(peer, frame, n);
+	CHECK(read_msg(&wa, &m, &len) == -1,
+	    "server: a ping with no room behind the message ends it");
+	fake_now_ms = 0;
+	pair_close(&wa, peer);
+	CHECK(wa.in == NULL && wa.out == NULL, "ws_free frees the buffers");
+
+	/* A hostile peer that never reads: the queue grows to its maximum
+	 * and no further, frames are dropped, and it all goes back to the
+	 * base once the peer reads again. */
+	pair_open(&wa, &peer, 0, 1);
+	i = 4096;
+	setsockopt(wa.s.fd, SOL_SOCKET, SO_SNDBUF, &i, sizeof(i));
+	fake_now_ms = 9000;
+	ok = 1;
+	for (i = 0, sent = 0; i < 100000; i++) {
+		sent += ws_send(&wa, WS_BINARY, p, sizeof(p)) == 0;
+		ok &= wa.outsize <= WS_OUT_SERVER_MAX && ws_flush(&wa) == 0;
+	}
+	CHECK(ok && wa.outsize == WS_OUT_SERVER_MAX && sent < 1000 &&
+	    wa.dropped == 100000 - sent && wa.full_since_ms == 9000,
+	    "server: a peer that never reads: the queue stops at "
+	    "WS_OUT_SERVER_MAX, the rest dropped");
+	for (i = 0; i < 1000 && ws_queued(&wa) > 0; i++) {
+		while (read(peer, frame, sizeof(frame)) > 0)
+			;
+		ws_flush(&wa);
+	}
+	CHECK(ws_queued(&wa) == 0 && wa.outsize == WS_OUT_SERVER_MAX,
+	    "server: drained, kept while recent");
+	fake_now_ms = 9000 + WS_TRIM_MS;
+	ws_flush(&wa);
+	CHECK(wa.outsize == WS_OUT_BASE, "server: queue back to its base");
+	fake_now_ms = 0;
+	pair_close(&wa, peer);
+
+	/* A client reads with a full-size buffer from the start. */
+	pair_open(&wa, &peer, 1, 1);
+	feed_hex(peer, "820141");
+	CHECK(read_msg(&wa, &m, &len) == 1 && wa.insize == WS_BUF_MAX &&
+	    wa.outmax == WS_OUT_CLIENT_MAX, "client: full-size input buffer");
+	pair_close(&wa, peer);
+}
+
 void test_ws(void)
 {
 	test_accept_key();
@@ -719,4 +854,5 @@ void test_ws(void)
 	test_send();
 	test_end_to_end();
 	test_bad_request();
+	test_buffers();
 }
