@@ -63,6 +63,11 @@ test/bench_tls: test/bench_tls.c test/candy-nomain.o $(OBJS)
 	$(CC) $(CPPFLAGS) $(CFLAGS) $(WARN) -I. -o $@ test/bench_tls.c \
 	    test/candy-nomain.o $(filter-out candy.o,$(OBJS)) $(LDLIBS)
 
+# make bench-scale and make soak: many sessions from one process.
+test/loadgen: test/loadgen.c test/candy-nomain.o $(OBJS)
+	$(CC) $(CPPFLAGS) $(CFLAGS) $(WARN) -I. -o $@ test/loadgen.c \
+	    test/candy-nomain.o $(filter-out candy.o,$(OBJS)) $(LDLIBS)
+
 # make fuzz: libFuzzer with ASan and UBSan on every parser of network input
 # (test/fuzz.c), FUZZ_SECONDS per target, seeds from the captured vectors in a
 # temporary corpus.  Not part of make test.
@@ -89,7 +94,7 @@ deps:
 	sh test/deps.sh
 
 test: deps
-	$(MAKE) all test/unit
+	$(MAKE) all test/unit test/loadgen
 	sh test/run
 
 # make conformance PEER=/path/to/other/candy: the interoperability
@@ -107,8 +112,19 @@ demo: deps
 	sh test/demo.sh
 
 bench: deps
-	$(MAKE) all test/bench_tls
+	$(MAKE) all test/bench_tls test/loadgen
 	sh test/bench.sh
+
+# The scale section alone: SCALE_N (ws), SCALE_TLS_N (wss), SCALE_SECONDS.
+bench-scale: deps
+	$(MAKE) all test/loadgen
+	sh test/bench-scale.sh
+
+# Long soak and fault runs (test/it-soak.sh at full size; make test runs
+# it short).  Figures in README.
+soak: deps
+	$(MAKE) all test/loadgen
+	SOAK=long sh test/it-soak.sh
 
 # make cross: candy and test/unit built for each Debian architecture in
 # CROSS (big-endian s390x, 32-bit i386), the tests run under qemu.
@@ -157,8 +173,8 @@ uninstall:
 
 clean:
 	rm -f candy candy-static $(OBJS) test/unit test/candy-nomain.o \
-	    test/bench_tls test/fuzz
+	    test/bench_tls test/loadgen test/fuzz
 	rm -rf test/cross-*
 
-.PHONY: all static test conformance demo bench fuzz deps install \
-	install-service uninstall clean
+.PHONY: all static test conformance demo bench bench-scale soak fuzz deps \
+	install install-service uninstall clean

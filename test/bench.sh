@@ -22,7 +22,7 @@ DEBUG_FLAG=
 SECS=${BENCH_SECONDS:-5}
 
 result() {
-	printf '%-34s %12s %s\n' "$1" "$2" "$3" | tee -a "$T/results"
+	printf '%-40s %12s %s\n' "$1" "$2" "$3" | tee -a "$T/results"
 }
 
 # ---- The setup ----
@@ -128,10 +128,12 @@ bench_p2p() {
 	    "$(awk -F/ '/^rtt|^round-trip/ { print $5 }' "$T/ping.out")" ms
 }
 
-# The TLS section lives in its own file.
+# The TLS and scale sections live in their own files.
 . "$(dirname "$0")/bench-tls.sh"
+BENCH_SOURCED=1
+. "$(dirname "$0")/bench-scale.sh"
 
-SECTIONS="throughput latency memory p2p tls"
+SECTIONS=${BENCH_SECTIONS:-throughput latency memory p2p tls scale}
 
 for s in $SECTIONS; do
 	echo "# $s"
@@ -139,6 +141,7 @@ for s in $SECTIONS; do
 done
 
 echo
-echo "Results ($(uname -m), $(nproc) CPUs, candy $("$CANDY" --version |
-    awk '{ print $2 }')):"
+echo "Results ($(uname -m), $(nproc) CPUs," \
+    "$(awk -F': ' '/^model name/ { print $2; exit }' /proc/cpuinfo)," \
+    "candy $("$CANDY" --version | awk '{ print $2 }')):"
 cat "$T/results"
