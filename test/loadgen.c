@@ -12,9 +12,15 @@
  *       that received a packet from their pair; then every session sends
  *       64-byte packets to its pair for SECS seconds, as fast as the
  *       server takes them.
- *   loadgen -w URI -p PASSWORD -c CYCLES [-P PID] [-j PARALLEL]
+ *   loadgen -w URI -p PASSWORD -c CYCLES [-o OFFSET] [-P PID] [-j PARALLEL]
  *       cycles: CYCLES times connect, authenticate, ping (the pong says
- *       the AUTH was taken), close; PARALLEL at a time.
+ *       the AUTH was taken), close; PARALLEL at a time.  Cycle k uses
+ *       address 10.100.0.1 + (OFFSET + k) % 65530 (a second run needs
+ *       another OFFSET: the same address in the same second is a replay).
+ *   loadgen -w ws://HOST:PORT -i IDLE -l SLOW -s SECS
+ *       junk: IDLE connections that send nothing and SLOW ones that send
+ *       an endless request head a byte a second, for SECS seconds; says
+ *       how many the server closed, and when.
  *
  * With -P, the server's resident memory (VmRSS), CPU time and open
  * descriptors are read from /proc/PID (same PID namespace).  Output is
@@ -565,9 +571,88 @@ static int run_scale(size_t n, int parallel, int secs)
 	return 0;
 }
 
+/* ---- junk ---- */
+
+static int run_junk(size_t idle, size_t slow, int secs)
+{
+	static const char head[] = "GET / HTTP/1.1\r\nHost: x\r\nX-Slow: ";
+	size_t n = idle + slow, i, open = 0, sent = 0;
+	struct pollfd *pfd = calloc(n, sizeof(*pfd));
+	int64_t *closed = calloc(n, sizeof(*closed)), t0 = now_ms(), tick = t0;
+	int64_t first = -1, last = -1;
+	unsigned char b[512];
+
+	if (pfd == NULL || closed == NULL)
+		fatalx("out of memory");
+	for (i = 0; i < n; i++) {
+		int fd = socket(srv.ss_family, SOCK_STREAM, 0);
+
+		pfd[i].fd = -1;
+		closed[i] = -1;
+		if (fd < 0)
+			fatalx("socket: %s", strerror(errno));
+		fcntl(fd, F_SETFL, O_NONBLOCK);
+		if (connect(fd, (struct sockaddr *)&srv, srvlen) < 0 &&
+		    errno != EINPROGRESS) {
+			close(fd);
+			closed[i] = 0;
+			continue;
+		}
+		pfd[i].fd = fd;
+		pfd[i].events = POLLIN;
+	}
+	printf("junk_idle %zu\njunk_slow %zu\n", idle, slow);
+	fflush(stdout);
+	while (now_ms() - t0 < (int64_t)secs * 1000) {
+		if (poll(pfd, n, 200) < 0 && errno != EINTR)
+			fatalx("poll: %s", strerror(errno));
+		for (i = 0; i < n; i++) {
+			ssize_t r;
+
+			if (pfd[i].fd < 0 || pfd[i].revents == 0)
+				continue;
+			/* A 400, a close: read to the end. */
+			while ((r = recv(pfd[i].fd, b, sizeof(b), 0)) > 0)
+				;
+			if (r == 0 || (errno != EAGAIN && errno != EWOULDBLOCK)) {
+				close(pfd[i].fd);
+				pfd[i].fd = -1;
+				closed[i] = now_ms() - t0;
+			}
+		}
+		if (now_ms() - tick < 1000)
+			continue;
+		tick = now_ms();
+		/* The next byte of every slow head. */
+		for (i = idle; i < n; i++)
+			if (pfd[i].fd >= 0)
+				(void)send(pfd[i].fd, sent < sizeof(head) - 1 ?
+				    head + sent : "a", 1, MSG_NOSIGNAL);
+		sent++;
+	}
+	for (i = 0; i < n; i++) {
+		if (pfd[i].fd >= 0) {
+			open++;
+			close(pfd[i].fd);
+		} else {
+			if (first < 0 || closed[i] < first)
+				first = closed[i];
+			if (closed[i] > last)
+				last = closed[i];
+		}
+	}
+	printf("junk_open_at_end %zu\n", open);
+	printf("junk_first_closed_s %.1f\n", (double)first / 1000);
+	printf("junk_last_closed_s %.1f\n", (double)last / 1000);
+	free(pfd);
+	free(closed);
+	return 0;
+}
+
 /* ---- cycles ---- */
 
-static int run_cycles(unsigned long cycles, int parallel)
+static int run_cycles(unsigned long cycles, unsigned long offset,
+    int parallel)
 {
 	struct pollfd *pfd = calloc((size_t)parallel, sizeof(*pfd));
 	unsigned long started = 0, done = 0, failed = 0;
@@ -599,10 +684,10 @@ static int run_cycles(unsigned long cycles, int parallel)
 				l->state = L_FREE;
 			}
 			if (l->state == L_FREE && started < cycles) {
-				uint32_t a = ADDR_BASE + (uint32_t)(started %
-				    ADDR_SPAN);
+				uint32_t a = ADDR_BASE + (uint32_t)((offset +
+				    started) % ADDR_SPAN);
 
-				if (sess_start(l, a, started) == 0) {
+				if (sess_start(l, a, offset + started) == 0) {
 					out_put(l, WS_PING, "lg", 2);
 					started++;
 				}
@@ -663,8 +748,9 @@ static int uri_split(const char *s, struct lg_uri *u)
 
 static void usage(void)
 {
-	fprintf(stderr, "usage: loadgen -w URI -p PASSWORD (-n N | -c CYCLES) "
-	    "[-P PID] [-s SECS] [-j PARALLEL]\n");
+	fprintf(stderr, "usage: loadgen -w URI -p PASSWORD (-n N | -c CYCLES "
+	    "| -i IDLE -l SLOW) [-o OFFSET] [-P PID] [-s SECS] "
+	    "[-j PARALLEL]\n");
 	exit(2);
 }
 
@@ -672,26 +758,29 @@ int main(int argc, char **argv)
 {
 	struct addrinfo hints, *ai;
 	struct rlimit rl;
-	unsigned long cycles = 0;
-	size_t n = 0;
+	unsigned long cycles = 0, offset = 0;
+	size_t n = 0, idle = 0, slow = 0;
 	int c, secs = 10, parallel = 200;
 	const char *ws = NULL;
 	char err[256];
 
-	while ((c = getopt(argc, argv, "w:p:n:c:P:s:j:")) != -1) {
+	while ((c = getopt(argc, argv, "w:p:n:c:o:i:l:P:s:j:")) != -1) {
 		switch (c) {
 		case 'w': ws = optarg; break;
 		case 'p': password = optarg; break;
 		case 'n': n = strtoul(optarg, NULL, 10); break;
 		case 'c': cycles = strtoul(optarg, NULL, 10); break;
+		case 'o': offset = strtoul(optarg, NULL, 10); break;
+		case 'i': idle = strtoul(optarg, NULL, 10); break;
+		case 'l': slow = strtoul(optarg, NULL, 10); break;
 		case 'P': server_pid = atoi(optarg); break;
 		case 's': secs = atoi(optarg); break;
 		case 'j': parallel = atoi(optarg); break;
 		default: usage();
 		}
 	}
-	if (ws == NULL || (n == 0) == (cycles == 0) || parallel <= 0 ||
-	    uri_split(ws, &uri) < 0)
+	if (ws == NULL || (n > 0) + (cycles > 0) + (idle + slow > 0) != 1 ||
+	    parallel <= 0 || uri_split(ws, &uri) < 0)
 		usage();
 	log_init(0, 0);
 	rand_init();
@@ -714,6 +803,8 @@ int main(int argc, char **argv)
 		fatalx("at most %u sessions", ADDR_SPAN);
 	if ((sess = calloc(n ? n : (size_t)parallel, sizeof(*sess))) == NULL)
 		fatalx("out of memory");
+	if (idle + slow > 0)
+		return run_junk(idle, slow, secs);
 	return n ? run_scale(n, parallel, secs) :
-	    run_cycles(cycles, parallel);
+	    run_cycles(cycles, offset, parallel);
 }
