@@ -12,15 +12,24 @@
  *       that received a packet from their pair; then every session sends
  *       64-byte packets to its pair for SECS seconds, as fast as the
  *       server takes them.
- *   loadgen -w URI -p PASSWORD -c CYCLES [-o OFFSET] [-P PID] [-j PARALLEL]
+ *   loadgen -w URI -p PASSWORD -c CYCLES [-o OFFSET] [-t AGE] [-r RATE]
+ *       [-P PID] [-j PARALLEL]
  *       cycles: CYCLES times connect, authenticate, ping (the pong says
  *       the AUTH was taken), close; PARALLEL at a time.  Cycle k uses
  *       address 10.100.0.1 + (OFFSET + k) % 65530 (a second run needs
  *       another OFFSET: the same address in the same second is a replay).
+ *       -t: timestamps AGE seconds old (at most 300): the server keeps each
+ *       accepted hash until its timestamp leaves the window, and refuses
+ *       new ones when that memory is full, so old timestamps let a soak
+ *       run faster than the memory's size per 300 s; -r: at most RATE
+ *       cycles started a second.
  *   loadgen -w ws://HOST:PORT -i IDLE -l SLOW -s SECS
  *       junk: IDLE connections that send nothing and SLOW ones that send
  *       an endless request head a byte a second, for SECS seconds; says
  *       how many the server closed, and when.
+ *
+ * PARALLEL (default 16) is the server's limit of connections from one
+ * source that have not authenticated yet: more would be evicted.
  *
  * With -P, the server's resident memory (VmRSS), CPU time and open
  * descriptors are read from /proc/PID (same PID namespace).  Output is
@@ -85,6 +94,7 @@ static struct lg_uri uri;
 static const char *password = "";
 static int server_pid;
 static unsigned long sent_pkts;
+static int64_t ts_age;		/* -t */
 
 /* ---- The server, from /proc. ---- */
 
@@ -241,10 +251,10 @@ static int sess_start(struct lsess *l, uint32_t addr, unsigned long salt)
 	memcpy(l->out, req, n);
 	l->outlen = n;
 	snprintf(vmac, sizeof(vmac), "%08lx%08x", salt, addr);
-	out_put(l, WS_BINARY, m, msg_vmac_build(m, password, vmac, wall_s(),
-	    0));
-	out_put(l, WS_BINARY, m, msg_auth_build(m, password, addr, wall_s(),
-	    0));
+	out_put(l, WS_BINARY, m, msg_vmac_build(m, password, vmac,
+	    wall_s() - ts_age, 0));
+	out_put(l, WS_BINARY, m, msg_auth_build(m, password, addr,
+	    wall_s() - ts_age, 0));
 	l->state = L_CONNECTING;
 	return 0;
 }
@@ -652,7 +662,7 @@ static int run_junk(size_t idle, size_t slow, int secs)
 /* ---- cycles ---- */
 
 static int run_cycles(unsigned long cycles, unsigned long offset,
-    int parallel)
+    unsigned long rate, int parallel)
 {
 	struct pollfd *pfd = calloc((size_t)parallel, sizeof(*pfd));
 	unsigned long started = 0, done = 0, failed = 0;
@@ -683,7 +693,9 @@ static int run_cycles(unsigned long cycles, unsigned long offset,
 				sess_kill(l);
 				l->state = L_FREE;
 			}
-			if (l->state == L_FREE && started < cycles) {
+			if (l->state == L_FREE && started < cycles &&
+			    (rate == 0 || started < rate *
+			    (unsigned long)(now_ms() - t0) / 1000 + 1)) {
 				uint32_t a = ADDR_BASE + (uint32_t)((offset +
 				    started) % ADDR_SPAN);
 
@@ -749,7 +761,8 @@ static int uri_split(const char *s, struct lg_uri *u)
 static void usage(void)
 {
 	fprintf(stderr, "usage: loadgen -w URI -p PASSWORD (-n N | -c CYCLES "
-	    "| -i IDLE -l SLOW) [-o OFFSET] [-P PID] [-s SECS] "
+	    "| -i IDLE -l SLOW) [-o OFFSET] [-t AGE] [-r RATE] [-P PID] "
+	    "[-s SECS] "
 	    "[-j PARALLEL]\n");
 	exit(2);
 }
@@ -758,19 +771,21 @@ int main(int argc, char **argv)
 {
 	struct addrinfo hints, *ai;
 	struct rlimit rl;
-	unsigned long cycles = 0, offset = 0;
+	unsigned long cycles = 0, offset = 0, rate = 0;
 	size_t n = 0, idle = 0, slow = 0;
-	int c, secs = 10, parallel = 200;
+	int c, secs = 10, parallel = 16;
 	const char *ws = NULL;
 	char err[256];
 
-	while ((c = getopt(argc, argv, "w:p:n:c:o:i:l:P:s:j:")) != -1) {
+	while ((c = getopt(argc, argv, "w:p:n:c:o:i:l:t:r:P:s:j:")) != -1) {
 		switch (c) {
 		case 'w': ws = optarg; break;
 		case 'p': password = optarg; break;
 		case 'n': n = strtoul(optarg, NULL, 10); break;
 		case 'c': cycles = strtoul(optarg, NULL, 10); break;
 		case 'o': offset = strtoul(optarg, NULL, 10); break;
+		case 't': ts_age = atoi(optarg); break;
+		case 'r': rate = strtoul(optarg, NULL, 10); break;
 		case 'i': idle = strtoul(optarg, NULL, 10); break;
 		case 'l': slow = strtoul(optarg, NULL, 10); break;
 		case 'P': server_pid = atoi(optarg); break;
@@ -806,5 +821,5 @@ int main(int argc, char **argv)
 	if (idle + slow > 0)
 		return run_junk(idle, slow, secs);
 	return n ? run_scale(n, parallel, secs) :
-	    run_cycles(cycles, offset, parallel);
+	    run_cycles(cycles, offset, rate, parallel);
 }
