@@ -854,9 +854,14 @@ static int frame_next(struct ws *w, unsigned char **msg, size_t *len,
 	 * the fragmented message it interrupts or continues. */
 	if (f.paylen > WS_MSG_MAX ||
 	    f.hdrlen + f.paylen > WS_BUF_MAX - w->msglen) {
-		log_warnx("WebSocket frame of %llu bytes exceeds %d",
-		    (unsigned long long)f.paylen, f.paylen > WS_MSG_MAX ?
-		    WS_MSG_MAX : (int)(WS_BUF_MAX - w->msglen - f.hdrlen));
+		if (f.paylen > WS_MSG_MAX)
+			log_warnx("WebSocket frame of %llu bytes exceeds %d",
+			    (unsigned long long)f.paylen, WS_MSG_MAX);
+		else
+			log_warnx("WebSocket frame of %llu bytes exceeds the "
+			    "%d left behind a fragmented message",
+			    (unsigned long long)f.paylen,
+			    (int)(WS_BUF_MAX - w->msglen - f.hdrlen));
 		return -1;
 	}
 	if (avail < f.hdrlen + f.paylen) {
