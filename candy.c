@@ -1983,6 +1983,10 @@ static void server_conn_timers(struct server *s, struct conn *c, int64_t now)
 	} else if (c->ws.full_since_ms != 0 &&
 	    now - c->ws.full_since_ms > IDLE_TIMEOUT_MS) {
 		server_close(s, c, "not reading for 60 s");
+	} else {
+		/* A burst's buffers go back to their base size even when
+		 * the connection falls quiet (and is not flushed again). */
+		ws_trim(&c->ws);
 	}
 }
 

@@ -286,6 +286,10 @@ int ws_flush(struct ws *w);
  * more than their payload). */
 size_t ws_queued(const struct ws *w);
 size_t ws_room(const struct ws *w);
+/* Shrink the buffers that are empty and have not needed more than their
+ * base size for WS_TRIM_MS.  ws_read and ws_flush do it too: call it now
+ * and then for a connection that is neither read nor flushed. */
+void ws_trim(struct ws *w);
 /* Poll events for the connection. */
 short ws_events(const struct ws *w);
 /* Queue a close frame and flush what can be flushed. */

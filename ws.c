@@ -458,11 +458,10 @@ static int buf_resize(unsigned char **buf, size_t *size, size_t newsize)
 }
 
 /*
- * Shrink buffers that are empty and have not needed more than their base
- * for WS_TRIM_MS.  The input buffer is left alone while a message that
+ * see candy.h.  The input buffer is left alone while a message that
  * ws_read returned may still be in use (until the next ws_read).
  */
-static void buf_trim(struct ws *w)
+void ws_trim(struct ws *w)
 {
 	if (w->insize <= w->inbase && w->outsize <= WS_OUT_BASE)
 		return;
@@ -879,7 +878,7 @@ int ws_read(struct ws *w, unsigned char **msg, size_t *len)
 
 	/* The message returned last time is no longer in use. */
 	w->lent = 0;
-	buf_trim(w);
+	ws_trim(w);
 	for (;;) {
 		if (w->state != WS_HTTP && w->state != WS_OPEN)
 			return -1;
@@ -984,7 +983,7 @@ int ws_flush(struct ws *w)
 	}
 	if (w->outpos == w->outlen)
 		w->outpos = w->outlen = 0;
-	buf_trim(w);
+	ws_trim(w);
 	return 0;
 }
 
