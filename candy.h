@@ -951,7 +951,9 @@ struct client {
  * What candy.c calls in peer.c.  All are no-ops when P2P is off.
  *   p2p_start: open the UDP socket when --stun is set; 0 ok, -1 error.
  *   p2p_stop: forget every peer (session over or address changed), wipe
- *     keys; the socket stays.
+ *     keys; the socket stays, and so do the replay tables until a session
+ *     brings another address (old datagrams stay refused across a
+ *     reconnection).
  *   p2p_tick: the 1-second tick, called when the deadline it returned
  *     last time has come (first call at start); returns the next deadline
  *     (a now_ms() time, normally now + 1000).

@@ -1151,7 +1151,9 @@ static int replay_check(struct p2p *p2p, const unsigned char *iv)
  * A heartbeat came from ep: that is where the peer can be reached, which
  * may not be what it told us (a NAT that picked another port).  A private
  * source is the LAN endpoint and is preferred as the one we use.  This is
- * the setup (PROTOCOL 5); once CONNECTED, peer_endpoint_move decides.
+ * the setup (PROTOCOL 5): the heartbeat is fresh (replay_check) and the
+ * peer carries no traffic yet; once CONNECTED, peer_endpoint_move
+ * decides.
  */
 static void peer_endpoint_learn(struct peer *p, const struct endpoint *ep)
 {
