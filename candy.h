@@ -772,10 +772,10 @@ struct peer_budget {
 
 /* Datagrams to endpoints that never answered (peer.c, budget_take): per
  * address a burst, then so many a second; the same for all together. */
-#define PEER_PROBE_IP_BURST	16
+#define PEER_PROBE_IP_BURST	32
 #define PEER_PROBE_IP_PER_S	2
-#define PEER_PROBE_ALL_BURST	256
-#define PEER_PROBE_ALL_PER_S	64
+#define PEER_PROBE_ALL_BURST	512
+#define PEER_PROBE_ALL_PER_S	128
 
 #define PEER_OWN_MAX	32	/* our own interface addresses, remembered */
 #define PEER_BUDGET_IPS	64	/* destinations with a budget of their own */
