@@ -27,7 +27,7 @@ LDLIBS = -lbearssl
 MUSLCC ?= musl-gcc
 BEARSSL_A ?= /usr/lib/$$(gcc -dumpmachine)/libbearssl.a
 
-SRCS = candy.c tls.c ws.c tun.c stun.c route.c peer.c
+SRCS = candy.c tls.c ws.c tun.c stun.c route.c peer.c status.c
 OBJS = $(SRCS:.c=.o)
 TSRCS = test/unit.c test/t_msg.c test/t_ws.c test/t_config.c \
 	test/t_route.c test/t_tls.c test/t_stun.c test/t_peer.c \

@@ -576,7 +576,7 @@ static const struct opt opts[] = {
 	{ "insecure", 0, NULL, set_flag, FIELD(insecure), 0, 1,
 	    "client: do not verify the server's certificate" },
 	{ "state-dir", 0, "DIR", set_string, FIELD(state_dir), 0, 0,
-	    "client: where address and vmac are kept (default /var/lib/candy)" },
+	    "address, vmac, status socket (default /var/lib/candy)" },
 	{ "config", 'c', "FILE", set_none, 0, 0, 0, 0,
 	    "read options from FILE (key = value); the command line wins" },
 	{ "check", 0, NULL, set_none, 0, 0, 0, 0,
@@ -608,7 +608,9 @@ void config_usage(void)
 {
 	size_t i;
 
-	printf("usage: candy -m client|server -w URI [options]\n\n");
+	printf("usage: candy -m client|server -w URI [options]\n"
+	    "       candy status [options]: what a running candy is doing "
+	    "(candy status -h)\n\n");
 	for (i = 0; i < NOPTS; i++) {
 		char left[40];
 
@@ -730,12 +732,22 @@ static int config_check(struct config *cfg, char *err, size_t errlen)
 	return -1;
 }
 
+static int opt_allowed(const struct opt *o, const char *const *only)
+{
+	for (; *only != NULL; only++)
+		if (strcmp(o->name, *only) == 0)
+			return 1;
+	return 0;
+}
+
 /*
  * Parse argv into opts: --name=value, --name value, -x value, -xvalue.
- * pass 0 only looks for --config; pass 1 applies everything else.
+ * pass 0 only looks for --config; pass 1 applies everything else.  only,
+ * when not NULL, lists the options allowed (NULL-terminated).
  */
 static int config_args(struct config *cfg, int argc, char **argv, int pass,
-    const char **file, int *exit_now, char *err, size_t errlen)
+    const char *const *only, const char **file, int *exit_now, char *err,
+    size_t errlen)
 {
 	int i;
 
@@ -760,6 +772,11 @@ static int config_args(struct config *cfg, int argc, char **argv, int pass,
 		if (o == NULL) {
 			snprintf(err, errlen, "unknown option `%s' (see --help)",
 			    a);
+			return -1;
+		}
+		if (only != NULL && !opt_allowed(o, only)) {
+			snprintf(err, errlen, "option `%s' does not apply here "
+			    "(see --help)", a);
 			return -1;
 		}
 		if (o->arg != NULL && v == NULL) {
@@ -800,11 +817,13 @@ int config_load(struct config *cfg, int argc, char **argv, char *err,
 	int exit_now = 0;
 
 	config_defaults(cfg);
-	if (config_args(cfg, argc, argv, 0, &file, &exit_now, err, errlen) < 0)
+	if (config_args(cfg, argc, argv, 0, NULL, &file, &exit_now, err,
+	    errlen) < 0)
 		return -1;
 	if (file != NULL && config_file(cfg, file, err, errlen) < 0)
 		return -1;
-	if (config_args(cfg, argc, argv, 1, &file, &exit_now, err, errlen) < 0)
+	if (config_args(cfg, argc, argv, 1, NULL, &file, &exit_now, err,
+	    errlen) < 0)
 		return -1;
 	if (exit_now & 1)
 		return 1;
@@ -980,8 +999,10 @@ static int ip_is_broadcast(uint32_t ip, const struct cidr *net)
 /* ---- The server (PROTOCOL 2). ---- */
 
 #define SERVER_MAX_LISTEN	4
-/* Poll entries before the slots': signals, listeners, the epoll set. */
-#define SERVER_PFD_HDR		(1 + SERVER_MAX_LISTEN + 1)
+/* Poll entries before the slots': signals, listeners, the status socket's
+ * slots (status.c), the epoll set. */
+#define SERVER_PFD_HDR		(1 + SERVER_MAX_LISTEN + STATUS_SLOTS + 1)
+#define SERVER_PFD_STATUS	(1 + SERVER_MAX_LISTEN)
 #define SERVER_PFD_EPOLL	(SERVER_PFD_HDR - 1)
 #define HANDSHAKE_TIMEOUT_MS	10000	/* TCP accept to WebSocket open */
 #define AUTH_TIMEOUT_MS		10000	/* TCP accept to AUTH, pings or not */
@@ -1027,7 +1048,8 @@ struct conn {
 	int pending;		/* not authenticated: in the pending list */
 	struct conn *pend_prev, *pend_next;	/* oldest first */
 	int nsigned;		/* AUTH, VMAC, EXPTTUN received */
-	unsigned long rx, tx;
+	unsigned long rx, tx;	/* frames: every one received; relayed to it */
+	uint64_t rx_bytes, tx_bytes;
 };
 
 /* A hash accepted within the window, and the vmac it came with (EXPTTUN's
@@ -1075,10 +1097,11 @@ struct server {
 	uint32_t last_alloc;
 	struct replay replay;
 	/*
-	 * The poll set: SERVER_PFD_HDR entries (signals, listeners), then one
-	 * per slot, kept between passes.  A slot's entry is recomputed only
-	 * when its connection was touched (read, or sent to): with 10,000
-	 * connections most are idle, and each lives in memory of its own.
+	 * The poll set: SERVER_PFD_HDR entries (signals, listeners, status),
+	 * then one per slot, kept between passes.  A slot's entry is
+	 * recomputed only when its connection was touched (read, or sent
+	 * to): with 10,000 connections most are idle, and each lives in
+	 * memory of its own.
 	 */
 	struct pollfd *pfd, *cpfd;
 	size_t *dirty, ndirty;	/* touched slots, each once */
@@ -1606,6 +1629,7 @@ static void server_relay(struct server *s, struct conn *to,
 	}
 	server_conn_touch(s, to);
 	to->tx++;
+	to->tx_bytes += len;
 	s->forwarded++;
 }
 
@@ -1957,6 +1981,7 @@ static void server_conn_read(struct server *s, struct conn *c)
 		if (r == 0)
 			break;
 		c->rx++;
+		c->rx_bytes += len;
 		if (server_dispatch(s, c, m, len) < 0) {
 			server_close(s, c, "protocol error");
 			return;
@@ -1990,28 +2015,86 @@ static void server_conn_timers(struct server *s, struct conn *c, int64_t now)
 	}
 }
 
-static void server_status(const struct server *s)
+/* The server's report: candy status and SIGUSR1 (status.c). */
+static void server_report(void *ctx, struct report *r)
 {
+	const struct server *s = ctx;
+	char addrs[SERVER_MAX_LISTEN][64], ip[16];
+	const char *lst[SERVER_MAX_LISTEN];
 	size_t i;
-	char ip[16];
 
-	log_info("status: clients %zu forwarded %lu dropped %lu spoofed %lu "
-	    "refused %lu", s->nclients, s->forwarded, s->dropped, s->spoofed,
-	    s->refused);
-	log_info("status: capacity %zu authenticating %zu of %zu evicted %lu "
-	    "refused-source %lu refused-fd %lu timed-out %lu replay %zu of %zu",
-	    s->maxclients, s->npending, s->maxpending, s->evicted,
-	    s->refused_source, s->refused_fd, s->timed_out, s->replay.n,
-	    s->replay.cap);
+	for (i = 0; i < (size_t)s->nlfd; i++) {
+		struct sockaddr_storage ss;
+		socklen_t sl = sizeof(ss);
+
+		if (getsockname(s->lfd[i], (struct sockaddr *)&ss, &sl) < 0)
+			snprintf(addrs[i], sizeof(addrs[i]), "?");
+		else
+			sockaddr_str((struct sockaddr *)&ss, addrs[i],
+			    sizeof(addrs[i]));
+		lst[i] = addrs[i];
+	}
+	report_begin(r, "server", "websocket", s->cfg->websocket);
+	report_strs(r, "listen", "listening on", lst, (size_t)s->nlfd);
+	report_str(r, "tls", "tls", s->tls != NULL ? "TLS 1.2" : "plain");
+	report_num(r, "connections", "connections", (int64_t)s->nconns, NULL);
+	report_num(r, "clients", "clients", (int64_t)s->nclients, NULL);
+	report_num(r, "max_clients", "max clients", (int64_t)s->maxclients,
+	    NULL);
+	report_num(r, "authenticating", "authenticating",
+	    (int64_t)s->npending, NULL);
+	report_num(r, "max_authenticating", "max authenticating",
+	    (int64_t)s->maxpending, NULL);
+	report_num(r, "forwarded", "forwarded", (int64_t)s->forwarded, NULL);
+	report_num(r, "dropped", "dropped", (int64_t)s->dropped, NULL);
+	report_num(r, "spoofed", "spoofed", (int64_t)s->spoofed, NULL);
+	report_num(r, "refused", "refused", (int64_t)s->refused, NULL);
+	report_num(r, "evicted", "evicted", (int64_t)s->evicted, NULL);
+	report_num(r, "refused_source", "refused per source",
+	    (int64_t)s->refused_source, NULL);
+	report_num(r, "refused_fd", "refused for descriptors",
+	    (int64_t)s->refused_fd, NULL);
+	report_num(r, "timed_out", "timed out", (int64_t)s->timed_out, NULL);
+	report_num(r, "replay_entries", "replay entries",
+	    (int64_t)s->replay.n, NULL);
+	report_num(r, "replay_capacity", "replay capacity",
+	    (int64_t)s->replay.cap, NULL);
+	report_list(r, "sessions", "session", 0);
 	for (i = 0; i < s->top; i++) {
 		const struct conn *c = s->conns[i];
 
-		if (c != NULL)
-			log_info("client %s from %s rx %lu tx %lu queued %zu "
-			    "dropped %lu", c->addr ? ip_str(c->addr, ip) : "-",
-			    c->from, c->rx, c->tx, c->ws.outlen - c->ws.outpos,
-			    c->ws.dropped);
+		if (c == NULL)
+			continue;
+		report_item(r, "address", c->addr ? ip_str(c->addr, ip) : NULL);
+		report_str(r, "remote", "remote", c->from);
+		report_str(r, "vmac", "vmac", c->vmac[0] ? c->vmac : NULL);
+		report_str(r, "description", "description",
+		    c->ws.ping[0] ? c->ws.ping : NULL);
+		report_when(r, "connected_since", "connected since",
+		    c->since_ms, 1);
+		report_traffic(r, "rx", "received", "frames", c->rx,
+		    c->rx_bytes);
+		report_traffic(r, "tx", "sent", "frames", c->tx, c->tx_bytes);
+		report_bytes(r, "queued_bytes", "queued",
+		    c->ws.outlen - c->ws.outpos);
+		report_num(r, "dropped", "dropped", (int64_t)c->ws.dropped,
+		    NULL);
+		report_item_end(r);
 	}
+	report_list_end(r);
+	report_end(r);
+}
+
+/* The status socket of cfg; candy runs on without one. */
+static void status_start(const struct config *cfg)
+{
+	char path[300];
+
+	if (status_path(cfg, path, sizeof(path)) < 0)
+		log_warnx("status: --state-dir `%s' is too long for a socket "
+		    "path: no status socket", cfg->state_dir);
+	else
+		status_open(path);
 }
 
 /*
@@ -2308,6 +2391,7 @@ void server_run(const struct config *cfg)
 	server_init(&s, cfg);
 	server_evset_init(&s);
 	pfd = s.pfd;
+	status_start(cfg);
 	while (!sig_quit) {
 		int64_t now = now_ms();
 		int timeout = 1000, paused = now < s.accept_paused_ms;
@@ -2321,6 +2405,7 @@ void server_run(const struct config *cfg)
 		}
 		if (paused && s.accept_paused_ms - now < timeout)
 			timeout = (int)(s.accept_paused_ms - now);
+		status_events(pfd + SERVER_PFD_STATUS);
 		timeout = server_dirty_flush(&s, timeout);
 		if (server_wait(&s, timeout) < 0 && errno != EINTR)
 			fatalx("poll: %s", strerror(errno));
@@ -2336,12 +2421,14 @@ void server_run(const struct config *cfg)
 			log_tick();
 			server_fd_calm(&s, now);
 		}
+		status_handle(pfd + SERVER_PFD_STATUS, now, server_report, &s);
 		if (sig_status) {
 			sig_status = 0;
-			server_status(&s);
+			status_log(server_report, &s);
 		}
 	}
 	log_info("shutting down");
+	status_close();
 	for (i = 0; i < s.top; i++)
 		if (s.conns[i] != NULL)
 			server_close(&s, s.conns[i], "server shutting down");
@@ -2392,6 +2479,7 @@ struct session {
 	struct route_guard guard;	/* session_guard's last answer */
 	int64_t guard_ms;		/* and when; 0 none */
 	uint32_t guard_addr;		/* and for which address of ours */
+	unsigned long sessions;	/* how many came up: reconnects + 1 */
 	char vmac[17];
 	struct cidr want;	/* the address to ask for: cached or static */
 	char ping[128];		/* candy::OS::VERSION::HOSTNAME */
@@ -2608,6 +2696,7 @@ void client_route(struct client *c, unsigned char *pkt, size_t len, int relay)
 		return;
 	}
 	c->tx_server++;
+	c->tx_server_bytes += len;
 }
 
 /*
@@ -2971,6 +3060,7 @@ static int session_up(struct session *s, uint32_t addr, int prefix)
 	    rand_below(PAD_MAX + 1));
 	session_send(s, WS_BINARY, m, n);
 	s->state = S_UP;
+	s->sessions++;
 	session_send(s, WS_PING, s->ping, strlen(s->ping));
 	s->ping_ms = now_ms();
 	cidr_str(&got, text);
@@ -3020,6 +3110,7 @@ static int session_forward(struct session *s, unsigned char *m, size_t len)
 	if (s->state != S_UP || len < 1 + IPV4_HDR_LEN)
 		return 0;
 	c->rx_server++;
+	c->rx_server_bytes += len - 1;
 	p2p_saw_forward(c, get32(m + 1 + 12));
 	client_deliver(c, m + 1, len - 1);
 	return 0;
@@ -3309,22 +3400,73 @@ static int session_tun_wanted(const struct session *s)
 	return ws_room(&s->ws) >= 4 * (size_t)(s->cfg->mtu + 64);
 }
 
-static void session_status(struct session *s)
+static int mask_prefix(uint32_t mask)
 {
-	struct client *c = &s->c;
-	char ip[16], a[16], b[16];
+	int n = 0;
+
+	while (mask & 0x80000000u) {
+		mask <<= 1;
+		n++;
+	}
+	return n;
+}
+
+/* The client's report: candy status and SIGUSR1 (status.c). */
+static void session_report(void *ctx, struct report *r)
+{
+	static const char *const state_names[] = {
+		"waiting", "connecting", "opening", "authenticating", "up"
+	};
+	const struct session *s = ctx;
+	const struct client *c = &s->c;
+	const struct stream *tls = s->uri.tls && s->state >= S_OPENING ?
+	    &s->ws.s : NULL;
+	struct cidr me = { c->addr, c->prefix };
+	char name[32], text[20], ip[16], gw[16];
 	int i;
 
-	log_info("status: address %s/%d server %s tx %lu rx %lu dropped %lu "
-	    "ttl-expired %lu ipip-refused %lu", ip_str(c->addr, ip), c->prefix,
-	    s->state == S_UP ? "up" : "down", c->tx_server, c->rx_server,
-	    c->dropped, c->ttl_expired, c->ipip_refused);
-	if (c->full_gw != 0)
-		log_info("full tunnel via %s", ip_str(c->full_gw, a));
-	for (i = 0; i < c->nroutes; i++)
-		log_info("sdwan %s/%s via %s", ip_str(c->routes[i].dst, ip),
-		    ip_str(c->routes[i].mask, a), ip_str(c->routes[i].next, b));
-	p2p_status(c);
+	if (c->ifname[0] != '\0')
+		snprintf(name, sizeof(name), "%s", c->ifname);
+	else
+		snprintf(name, sizeof(name), "candy%s%s",
+		    s->cfg->name[0] ? "-" : "", s->cfg->name);
+	report_begin(r, "client", "interface", name);
+	report_str(r, "state", "state", state_names[s->state]);
+	report_str(r, "address", "address", c->addr ? cidr_str(&me, text) :
+	    NULL);
+	report_str(r, "server", "server", s->cfg->websocket);
+	report_str(r, "server_address", "server address",
+	    s->state >= S_CONNECTING ? s->trying : NULL);
+	report_str(r, "tls", "tls", !s->uri.tls ? "plain" :
+	    tls ? stream_tls_version(tls) : NULL);
+	report_str(r, "cipher", "cipher", tls ? stream_tls_suite(tls) : NULL);
+	report_when(r, "connected_since", "connected since",
+	    s->state == S_UP ? s->started_ms : 0, 1);
+	report_num(r, "reconnects", "reconnects",
+	    s->sessions > 1 ? (int64_t)s->sessions - 1 : 0, NULL);
+	report_traffic(r, "server_tx", "to server", "frames", c->tx_server,
+	    c->tx_server_bytes);
+	report_traffic(r, "server_rx", "from server", "frames", c->rx_server,
+	    c->rx_server_bytes);
+	report_num(r, "dropped", "dropped", (int64_t)c->dropped, NULL);
+	report_num(r, "ttl_expired", "ttl expired", (int64_t)c->ttl_expired,
+	    NULL);
+	report_num(r, "ipip_refused", "ipip refused",
+	    (int64_t)c->ipip_refused, NULL);
+	report_str(r, "full_tunnel", "full tunnel via",
+	    c->full_gw != 0 ? ip_str(c->full_gw, gw) : NULL);
+	p2p_report(r, c);
+	report_list(r, "sdwan_routes", "sdwan routes", 1);
+	for (i = 0; i < c->nroutes; i++) {
+		struct cidr dst = { c->routes[i].dst,
+		    mask_prefix(c->routes[i].mask) };
+
+		report_item(r, "dst", cidr_str(&dst, text));
+		report_str(r, "next", "via", ip_str(c->routes[i].next, ip));
+		report_item_end(r);
+	}
+	report_list_end(r);
+	report_end(r);
 }
 
 /* SIGINT/SIGTERM: say goodbye to the server, remove routes and device. */
@@ -3333,6 +3475,7 @@ static void session_shutdown(struct session *s)
 	struct client *c = &s->c;
 
 	log_info("shutting down");
+	status_close();
 	if (s->state >= S_OPENING) {
 		ws_close(&s->ws);
 		ws_free(&s->ws);
@@ -3377,11 +3520,13 @@ static void session_init(struct session *s, const struct config *cfg)
 void client_run(const struct config *cfg)
 {
 	static struct session s;
-	enum { P_SIG, P_WS, P_TUN, P_UDP, P_N };
+	enum { P_SIG, P_WS, P_TUN, P_UDP, P_STATUS,
+	    P_N = P_STATUS + STATUS_SLOTS };
 	struct pollfd pfd[P_N];
 	int64_t tick = 0;	/* the next 1-second tick of peer.c */
 
 	session_init(&s, cfg);
+	status_start(cfg);
 	while (!sig_quit) {
 		int64_t now = now_ms(), next = tick;
 		int timeout;
@@ -3404,6 +3549,7 @@ void client_run(const struct config *cfg)
 		pfd[P_TUN].events = POLLIN;
 		pfd[P_UDP].fd = s.c.p2p.udp_fd;
 		pfd[P_UDP].events = POLLIN;
+		status_events(pfd + P_STATUS);
 		if (poll(pfd, P_N, timeout) < 0 && errno != EINTR)
 			fatalx("poll: %s", strerror(errno));
 		signals_drain();
@@ -3421,9 +3567,10 @@ void client_run(const struct config *cfg)
 			tick = p2p_tick(&s.c, now);
 		session_timers(&s, now);
 		session_flush(&s, now);
+		status_handle(pfd + P_STATUS, now, session_report, &s);
 		if (sig_status) {
 			sig_status = 0;
-			session_status(&s);
+			status_log(session_report, &s);
 		}
 	}
 	session_shutdown(&s);
@@ -3509,12 +3656,90 @@ int session_test_run(const struct config *cfg, unsigned char *const *m,
 #endif
 
 #ifndef CANDY_NO_MAIN
+/* ---- candy status. ---- */
+
+/* The options that find a daemon's socket; the others mean nothing here
+ * (a config file may hold them all: its other keys are ignored). */
+static const char *const status_opts[] = {
+	"mode", "name", "state-dir", "config", NULL
+};
+
+static void status_usage(void)
+{
+	printf("usage: candy status [-m client|server] [-n NAME] "
+	    "[--state-dir DIR] [-c FILE] [--json]\n\n"
+	    "Ask a running candy what it is doing, through its socket in "
+	    "the state directory.\n\n");
+	printf("  %-28s %s\n", "-m, --mode MODE",
+	    "client (default) or server: which one to ask");
+	printf("  %-28s %s\n", "-n, --name NAME",
+	    "client: its network name (default none)");
+	printf("  %-28s %s\n", "    --state-dir DIR",
+	    "where its socket is (default /var/lib/candy)");
+	printf("  %-28s %s\n", "-c, --config FILE",
+	    "take mode, name and state-dir from its config file");
+	printf("  %-28s %s\n", "    --json",
+	    "print one JSON object instead of text");
+	printf("  %-28s %s\n", "-h, --help", "print this help");
+}
+
+/* candy status [options]: argv[0] is "status".  The exit status. */
+static int status_command(int argc, char **argv)
+{
+	static struct config cfg;
+	char *args[64], err[512], path[300], what[64];
+	const char *file = NULL;
+	int i, n = 1, json = 0, exit_now = 0;
+
+	args[0] = argv[0];
+	for (i = 1; i < argc; i++) {
+		if (strcmp(argv[i], "--json") == 0) {
+			json = 1;
+		} else if (strcmp(argv[i], "--help") == 0 ||
+		    strcmp(argv[i], "-h") == 0) {
+			status_usage();
+			return 0;
+		} else if (n < (int)(sizeof(args) / sizeof(args[0]))) {
+			args[n++] = argv[i];
+		} else {
+			fprintf(stderr, "candy: status: too many arguments\n");
+			return 1;
+		}
+	}
+	config_defaults(&cfg);
+	if (config_args(&cfg, n, args, 0, status_opts, &file, &exit_now, err,
+	    sizeof(err)) < 0 || (file != NULL &&
+	    config_file(&cfg, file, err, sizeof(err)) < 0) ||
+	    config_args(&cfg, n, args, 1, status_opts, &file, &exit_now, err,
+	    sizeof(err)) < 0) {
+		fprintf(stderr, "candy: status: %s\n", err);
+		return 1;
+	}
+	if ((int)cfg.mode < 0)
+		cfg.mode = MODE_CLIENT;
+	if (status_path(&cfg, path, sizeof(path)) < 0) {
+		fprintf(stderr, "candy: status: --state-dir `%s' is too long "
+		    "for a socket path\n", cfg.state_dir);
+		return 1;
+	}
+	if (cfg.mode == MODE_SERVER)
+		snprintf(what, sizeof(what), "candy server");
+	else if (cfg.name[0] != '\0')
+		snprintf(what, sizeof(what), "candy client for network `%s'",
+		    cfg.name);
+	else
+		snprintf(what, sizeof(what), "candy client without --name");
+	return status_query(path, json, what);
+}
+
 int main(int argc, char **argv)
 {
 	static struct config cfg;
 	char err[512];
 	int r;
 
+	if (argc > 1 && strcmp(argv[1], "status") == 0)
+		return status_command(argc - 1, argv + 1);
 	if ((r = config_load(&cfg, argc, argv, err, sizeof(err))) < 0) {
 		fprintf(stderr, "candy: %s\n", err);
 		return 1;

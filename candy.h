@@ -168,6 +168,11 @@ int stream_ready(const struct stream *s);
 /* Why a TLS stream failed ("expired or not yet valid", "unknown issuer",
  * "name mismatch", ...), already logged by tls.c; NULL if it has not. */
 const char *stream_error(const struct stream *s);
+/* Once the TLS handshake is done: the version ("TLS 1.2") and the cipher
+ * suite ("ECDHE-RSA-AES128-GCM-SHA256", OpenSSL's names); NULL for a plain
+ * stream or before. */
+const char *stream_tls_version(const struct stream *s);
+const char *stream_tls_suite(const struct stream *s);
 /* Send close_notify if possible, close the socket, wipe and free TLS. */
 void stream_close(struct stream *s);
 
@@ -256,6 +261,10 @@ struct ws {
 	int64_t full_since_ms;		/* output queue full since; 0 if not */
 	unsigned long dropped;		/* frames dropped: queue full */
 	char close_reason[64];		/* the peer's close frame said; or "" */
+	/* The last non-empty ping payload received, NUL-terminated (cut at
+	 * 127 bytes; a NUL inside cuts it too): a Candy client's
+	 * candy::OS::VERSION::HOSTNAME.  Untrusted bytes: escape to show. */
+	char ping[128];
 };
 
 /* Start a connection on a connected socket.  A client queues the HTTP
@@ -745,6 +754,7 @@ struct peer {
 	int32_t rtt;		/* ms, from DELAY; -1 unknown */
 	unsigned long tx, rx;	/* FORWARD datagrams */
 	struct peer_iv iv;	/* ours, for datagrams to it */
+	uint64_t tx_bytes, rx_bytes;	/* their IPv4 packets' bytes */
 	struct peer_key key;	/* for traffic to addr */
 };
 
@@ -836,6 +846,124 @@ const char *peer_state_name(enum peer_state s);
 /* The peer for addr, or NULL. */
 struct peer *peer_lookup(struct client *c, uint32_t addr);
 /* <<< peer.c section */
+
+/* ---- Status (status.c): the report and its Unix socket. ---- */
+
+/*
+ * One report, three forms: REPORT_TEXT for `candy status` (wg show's
+ * layout), REPORT_JSON for `candy status --json` (one object) and
+ * REPORT_LOG for SIGUSR1 (the text, each line logged as "status: LINE").
+ * A builder describes what it has; the report decides how it looks:
+ *   report_begin  the object: {"mode":MODE,"KEY":TITLE / "MODE: TITLE"
+ *   report_list   a list of items KEY: blocks titled "LABEL: TITLE", or
+ *                 with rows set, one line each under a "LABEL:" header
+ *   report_item   one item, {"KEY":TITLE / its title; report_item_end
+ *   report_str etc.  one field, "KEY":value / "  LABEL: value"
+ *   report_end    the closing members and brace, or the truncation note
+ * TEXT and JSON fill buf and never go past size: when an item does not
+ * fit, it is taken out again and every later item is skipped and counted;
+ * report_end then says so ("truncated":true,"omitted":N).  Strings are
+ * escaped for JSON (invalid UTF-8 becomes U+FFFD) and shown as printable
+ * ASCII in text ('?' for any other byte).  LOG needs only a line buffer.
+ */
+enum report_form { REPORT_TEXT, REPORT_JSON, REPORT_LOG };
+
+#define REPORT_MAX	(256 * 1024)	/* a status reply, at most */
+#define REPORT_LINE	2048		/* one field, at most */
+
+struct report {
+	enum report_form form;
+	char *buf;
+	size_t size, len;
+	int64_t now_ms, now_wall;	/* to show now_ms() times as dates */
+	int first;		/* JSON: the next member needs no comma */
+	int rows;		/* the open list is of one-line rows */
+	const char *label;	/* the open list's label */
+	int list_open;		/* its opening was written */
+	int listed;		/* it has an item */
+	int in_item;		/* 1 open, 2 skipped */
+	size_t mark;		/* the open item's start, to take it out */
+	int mark_first, mark_listed;
+	int full;		/* out of room: skip until report_end */
+	unsigned long omitted;	/* items left out */
+};
+
+void report_init(struct report *r, enum report_form form, char *buf,
+    size_t size);
+void report_begin(struct report *r, const char *mode, const char *key,
+    const char *title);
+void report_list(struct report *r, const char *key, const char *label,
+    int rows);
+void report_list_end(struct report *r);
+/* title NULL: null / "-". */
+void report_item(struct report *r, const char *key, const char *title);
+void report_item_end(struct report *r);
+/* v NULL: null / "none". */
+void report_str(struct report *r, const char *key, const char *label,
+    const char *v);
+/* n strings: an array / joined with ", ". */
+void report_strs(struct report *r, const char *key, const char *label,
+    const char *const *v, size_t n);
+/* v < 0: null / "unknown"; unit (NULL for none) follows in text. */
+void report_num(struct report *r, const char *key, const char *label,
+    int64_t v, const char *unit);
+/* A byte count: a number / "1.21 KiB". */
+void report_bytes(struct report *r, const char *key, const char *label,
+    uint64_t v);
+/* Packets and their bytes: "KEY_UNIT":n,"KEY_bytes":b / "LABEL: n UNIT,
+ * 1.21 KiB". */
+void report_traffic(struct report *r, const char *key, const char *label,
+    const char *unit, uint64_t n, uint64_t bytes);
+/* A now_ms() time (0: never): Unix seconds / "2026-11-30 05:40:01 (1
+ * minute, 5 seconds ago)", or without the date when dated is 0. */
+void report_when(struct report *r, const char *key, const char *label,
+    int64_t at_ms, int dated);
+void report_end(struct report *r);
+/* JSON string body for s (at most max bytes read), NUL-terminated in out
+ * (room for 6 * max + 1); returns its length.  For the tests. */
+size_t json_escape(char *out, const char *s, size_t max);
+
+/* The part of a client's report that peer.c's tables hold: the UDP side,
+ * each peer, the relay routes. */
+void p2p_report(struct report *r, const struct client *c);
+
+/*
+ * The daemon's status socket: one listening Unix socket and
+ * STATUS_CONN_MAX connections, each a non-blocking slot of the poll loop.
+ * A connection sends one line, "text" or "json", and gets the report and
+ * the end of the stream; it is closed when done, on any error, and
+ * STATUS_TIMEOUT_MS after it was accepted, whatever it did.  With every
+ * slot taken a new connection is closed at once.
+ *   status_path: the socket of cfg (STATE_DIR/server.sock, or
+ *     STATE_DIR/candy-NAME.sock, candy.sock without a name); 0, or -1
+ *     when it does not fit a socket address.
+ *   status_open: listen at path, mode 0600; a socket there that nobody
+ *     answers is replaced, one that answers is left alone.  0 ok, -1
+ *     logged (candy runs on without it).
+ *   status_events: fill pfd[0 .. STATUS_SLOTS) (fd -1 for unused slots).
+ *   status_handle: after poll: accept, read requests, build replies with
+ *     build(ctx, r), write, close what is done or late.
+ *   status_log: the text report into the log (SIGUSR1).
+ *   status_close: close everything, remove the socket if it is ours.
+ *   status_query: `candy status`: ask the daemon at path, print the reply;
+ *     the exit status (1 with a message naming what when none answers).
+ */
+#define STATUS_CONN_MAX		4
+#define STATUS_SLOTS		(1 + STATUS_CONN_MAX)
+#define STATUS_TIMEOUT_MS	5000
+
+struct pollfd;
+struct config;
+typedef void status_build_fn(void *ctx, struct report *r);
+
+int status_path(const struct config *cfg, char *buf, size_t len);
+int status_open(const char *path);
+void status_events(struct pollfd *pfd);
+void status_handle(const struct pollfd *pfd, int64_t now,
+    status_build_fn *build, void *ctx);
+void status_log(status_build_fn *build, void *ctx);
+void status_close(void);
+int status_query(const char *path, int json, const char *what);
 
 /* The settings of one run: options and the config file (candy.c). */
 enum mode { MODE_CLIENT, MODE_SERVER };
@@ -933,6 +1061,7 @@ struct client {
 	int nroutes;
 	struct p2p p2p;
 	unsigned long tx_server, rx_server;	/* FORWARD frames */
+	uint64_t tx_server_bytes, rx_server_bytes;	/* their packets' bytes */
 	unsigned long dropped;		/* no way to send, or bad packet */
 	unsigned long ttl_expired;	/* relayed packets whose TTL ran out */
 	/* Full tunnel (an exit node): every destination without a more
@@ -970,8 +1099,6 @@ void p2p_udp_input(struct client *c);
 void p2p_server_msg(struct client *c, const unsigned char *m, size_t len);
 void p2p_saw_forward(struct client *c, uint32_t src);
 int p2p_send(struct client *c, uint32_t dst, unsigned char *pkt, size_t len);
-/* Log every peer and relay route at info level (SIGUSR1). */
-void p2p_status(struct client *c);
 
 /* Send a Candy message to the server.  0 queued, -1 dropped. */
 int client_server_send(struct client *c, const unsigned char *msg,

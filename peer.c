@@ -1255,8 +1255,10 @@ static void forward_input(struct client *c, const struct endpoint *from,
 		c->dropped++;
 		return;
 	}
-	if ((p = peer_lookup(c, get32(pkt + 12))) != NULL)
+	if ((p = peer_lookup(c, get32(pkt + 12))) != NULL) {
 		p->rx++;
+		p->rx_bytes += n;
+	}
 	if (get32(pkt + 16) == c->addr)
 		client_deliver(c, pkt, n);
 	else if (c->cfg->route > 0 && n <= PKT_MAX - IP_HDR_LEN - 1)
@@ -1614,31 +1616,6 @@ int p2p_send(struct client *c, uint32_t dst, unsigned char *pkt, size_t len)
 		return 0;
 	}
 	p->tx++;
+	p->tx_bytes += len;
 	return 1;
-}
-
-void p2p_status(struct client *c)
-{
-	struct p2p *p2p = &c->p2p;
-	char a[16], e[22];
-	size_t i;
-
-	if (p2p->udp_fd < 0)
-		return;
-	log_info("p2p: udp port %u public %s peers %zu bad-datagrams %lu "
-	    "send-errors %lu", (unsigned)p2p->port,
-	    endpoint_str(&p2p->public, e), p2p->npeers, p2p->rx_bad,
-	    p2p->tx_err);
-	log_info("p2p: replays %lu over-budget %lu evicted %lu moved %lu "
-	    "table %zu", p2p->rx_replay, p2p->tx_budget, p2p->evicted,
-	    p2p->moved, p2p->cap);
-	for (i = 0; i < p2p->npeers; i++) {
-		const struct peer *p = &p2p->peers[i];
-
-		log_info("peer %s %s via %s tx %lu rx %lu rtt %ld",
-		    ip_str(p->addr, a), peer_state_name(p->state),
-		    endpoint_str(&p->real, e), p->tx, p->rx, (long)p->rtt);
-	}
-	if (c->cfg->route > 0)
-		relay_log(&p2p->relay);
 }

@@ -1130,6 +1130,7 @@ struct tls {
 	int reported;		/* the failure was logged */
 	const char *why;	/* the failure, NULL while none */
 	char whybuf[48];
+	const char *version, *suite;	/* once ready, for status */
 };
 
 struct tls_server {
@@ -1303,7 +1304,8 @@ static void tls_report(struct tls *t)
 		    t->ready ? "" : " in the handshake", t->why);
 }
 
-/* The handshake is over: say which suite it chose (--debug). */
+/* The handshake is over: note the version and suite it chose, for
+ * status and --debug. */
 static void tls_ready(struct tls *t)
 {
 	static const struct {
@@ -1327,16 +1329,17 @@ static void tls_ready(struct tls *t)
 	size_t i;
 
 	t->ready = 1;
-	if (!log_debug_on)
-		return;
 	br_ssl_engine_get_session_parameters(t->eng, &sp);
 	for (i = 0; i < sizeof(names) / sizeof(names[0]) &&
 	    names[i].suite != sp.cipher_suite; i++)
 		;
-	log_debug("tls: %s%s: TLS 1.2, %s", t->client ? "connected to " :
-	    "client connected", t->client ? t->host : "",
-	    i < sizeof(names) / sizeof(names[0]) ? names[i].name : "?");
+	t->suite = i < sizeof(names) / sizeof(names[0]) ? names[i].name : "?";
+	/* We offer TLS 1.2 only (tls_engine_setup). */
+	t->version = sp.version == BR_TLS12 ? "TLS 1.2" : "TLS ?";
 	wipe(&sp, sizeof(sp));
+	log_debug("tls: %s%s: %s, %s", t->client ? "connected to " :
+	    "client connected", t->client ? t->host : "", t->version,
+	    t->suite);
 }
 
 static int io_again(void)
@@ -1516,6 +1519,18 @@ int stream_ready(const struct stream *s)
 const char *stream_error(const struct stream *s)
 {
 	return s->tls != NULL ? s->tls->why : NULL;
+}
+
+/* see candy.h */
+const char *stream_tls_version(const struct stream *s)
+{
+	return s->tls != NULL && s->tls->ready ? s->tls->version : NULL;
+}
+
+/* see candy.h */
+const char *stream_tls_suite(const struct stream *s)
+{
+	return s->tls != NULL && s->tls->ready ? s->tls->suite : NULL;
 }
 
 /* see candy.h */

@@ -582,6 +582,7 @@ static void ws_init(struct ws *w, int fd, struct tls *tls, int client)
 	w->full_since_ms = 0;
 	w->dropped = 0;
 	w->close_reason[0] = '\0';
+	w->ping[0] = '\0';
 }
 
 /* see candy.h */
@@ -768,6 +769,14 @@ static int frame_take(struct ws *w, const struct ws_frame *f,
 		ws_mask(p, n, f->mask, 0);
 	switch (f->opcode) {
 	case WS_PING:
+		/* A Candy client describes itself in its pings; kept (cut
+		 * to fit) for status, which escapes it. */
+		if (n > 0) {
+			size_t k = n < sizeof(w->ping) ? n : sizeof(w->ping) - 1;
+
+			memcpy(w->ping, p, k);
+			w->ping[k] = '\0';
+		}
 		/* Dropped like any frame when the queue is full: the peer
 		 * pings again. */
 		if (out_frame(w, WS_PONG, p, n) < 0)

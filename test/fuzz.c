@@ -698,7 +698,17 @@ static void fuzz_peer(const unsigned char *d, size_t n)
 		drain(pc.tun[1]);
 		peer_check();
 	}
-	p2p_status(c);
+	/* The status report of whatever the input left in the tables, in
+	 * both forms (status.c). */
+	{
+		static char rep[REPORT_MAX];
+		struct report r;
+
+		report_init(&r, REPORT_JSON, rep, sizeof(rep));
+		p2p_report(&r, c);
+		report_init(&r, REPORT_TEXT, rep, sizeof(rep));
+		p2p_report(&r, c);
+	}
 }
 
 static void seeds_peer(void)
