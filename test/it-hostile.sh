@@ -148,4 +148,4 @@ check "IP-in-IP from a client for its own address is delivered" \
 check "IP-in-IP from a client claiming 172.31.0.77 is not delivered" \
     eval '[ "$(count spoof)" = 0 ]'
 check "the client counts it" \
-    eval 'status_of c1 | grep -Eq "ipip-refused [1-9]"'
+    eval 'status_of c1 | grep -Eq "^  ipip refused: [1-9]"'

@@ -82,21 +82,21 @@ table ip nat {
 EOF
 }
 
-# status_line NAME: the client's "status:" line.
-status_line() {
-	status_of "$1" | grep 'status:' | head -n 1
-}
-
 # server_tx NAME: FORWARD frames client NAME has sent to the server.
 server_tx() {
-	status_line "$1" | sed -n 's/.* tx \([0-9]*\) rx .*/\1/p'
+	status_of "$1" | sed -n 's/^  to server: \([0-9]*\) frames.*/\1/p'
 }
 
-# peer_status NAME ADDR: NAME's status line for its peer ADDR:
-# "STATE ENDPOINT TX RX".
+# peer_status NAME ADDR: NAME's peer ADDR in its status report, "STATE
+# ENDPOINT TX RX" (datagrams).  A line at column 0 starts a block.
 peer_status() {
-	status_of "$1" | awk -v a="$2" \
-	    '$2 == "peer" && $3 == a && $5 == "via" { print $4, $6, $8, $10 }'
+	status_of "$1" | awk -v a="$2" '
+	    /^[^ ]/ { on = $1 == "peer:" && $2 == a }
+	    on && $1 == "state:" { st = $2 }
+	    on && $1 == "endpoint:" { ep = $2 }
+	    on && $1 == "sent:" { tx = $2 }
+	    on && $1 == "received:" { rx = $2 }
+	    END { if (st != "") print st, ep, tx, rx }'
 }
 
 # connections NAME ADDR: how many times NAME connected to ADDR.

@@ -158,13 +158,13 @@ if [ -n "$HAVE_PY" ]; then
 	check "a FORWARD with a spoofed source ($A2) is not delivered" \
 	    eval '[ "$(counter_get c1 spoof)" = 0 ]'
 	check "the server counts the spoofed packets" \
-	    eval 'status_of srv | grep -Eq "spoofed [1-9]"'
+	    eval 'status_of srv | grep -Eq "^  spoofed: [1-9]"'
 	# The same forgery inside IP-in-IP (issue 8): the server looks in.
 	legit0=$(counter_get c1 legit)
-	sp0=$(status_of srv | sed -n 's/.*spoofed \([0-9]*\).*/\1/p')
+	sp0=$(status_of srv | sed -n 's/^  spoofed: \([0-9]*\)$/\1/p')
 	wsc raw ipip $SRV 8080 $PW $NET.62 "$A2" "$A1" >"$T/ipip.out" 2>&1
 	sed 's/^/#   /' "$T/ipip.out"
-	sp1=$(status_of srv | sed -n 's/.*spoofed \([0-9]*\).*/\1/p')
+	sp1=$(status_of srv | sed -n 's/^  spoofed: \([0-9]*\)$/\1/p')
 	check "IP-in-IP with the sender's own inner source reaches c1" \
 	    eval '[ "$(counter_get c1 legit)" -gt "$legit0" ]'
 	check "IP-in-IP with a forged inner source ($A2) is not delivered" \
@@ -234,6 +234,6 @@ for c in c1 c2 c3; do
 done
 all_pairs_ping 5 " after the server restart"
 check "the server reports 3 clients" \
-    eval 'status_of srv | grep -q "clients 3"'
+    eval 'status_of srv | grep -q "^  clients: 3$"'
 check "c1 reports its status" \
-    eval 'status_of c1 | grep -q "status: address $A1"'
+    eval 'status_of c1 | grep -q "^  address: $A1/"'

@@ -78,20 +78,31 @@ udp_any() {
 	nsx "$1" nft delete table inet cdyroute 2>/dev/null
 }
 
+# relay_routes NAME: the rows of NAME's relay table, "DST via NEXT rtt N
+# ms" each.
+relay_routes() {
+	status_of "$1" | awk '/^[^ ]/ { on = $0 == "relay routes:"; next }
+	    on { sub(/^ +/, ""); print }'
+}
+
 # via NAME DST NEXT: NAME's relay table sends DST via NEXT.
 via() {
-	status_of "$1" | grep -q "route $2 via $3 rtt"
+	relay_routes "$1" | grep -q "^$2 via $3 rtt"
 }
 
 # no_route NAME DST: NAME's relay table has no entry for DST.
 no_route() {
-	! status_of "$1" | grep -q "route $2 via"
+	! relay_routes "$1" | grep -q "^$2 via"
 }
 
-# count NAME WORD: the number after WORD on NAME's status line.
+# count NAME LABEL: the number after "LABEL: " in the first block of
+# NAME's status report (the server's totals, the client's own counters:
+# "to server" is its FORWARD frames sent to the server).
 count() {
-	status_of "$1" | awk -v w="$2" '/status:/ {
-	    for (i = 1; i < NF; i++) if ($i == w) { print $(i + 1); exit } }'
+	status_of "$1" | awk -v w="$2: " 'NR > 1 && /^[^ ]/ { exit }
+	    { l = $0; sub(/^ +/, "", l) }
+	    index(l, w) == 1 { split(substr(l, length(w) + 1), f, " ");
+		print f[1]; exit }'
 }
 
 # flows NS DST: 15 pings 0.2 s apart; at least 13 answered.
@@ -107,10 +118,10 @@ flows() {
 # packets sent through the server grows: the packets took UDP paths.
 quiet_flow() {
 	_qf_f0=$(count server forwarded)
-	_qf_t0=$(count "$3" tx)
+	_qf_t0=$(count "$3" "to server")
 	flows "$1" "$2" || return 1
 	_qf_f1=$(count server forwarded)
-	_qf_t1=$(count "$3" tx)
+	_qf_t1=$(count "$3" "to server")
 	echo "# server forwarded $_qf_f0 -> $_qf_f1, $3 tx $_qf_t0 -> $_qf_t1"
 	[ -n "$_qf_f0" ] && [ "$_qf_f0" = "$_qf_f1" ] && [ "$_qf_t0" = "$_qf_t1" ]
 }
@@ -158,9 +169,9 @@ check "the ping across c's stop loses at most 5 s of packets" \
     [ "${_got:-0}" -ge 25 ]
 check "a forgets the routes via c" wait_until 15 no_route a $TUN_B
 check "a reaches b through the server after c stopped" flows a $TUN_B
-_t0=$(count a tx)
+_t0=$(count a "to server")
 flows a $TUN_B >/dev/null
-_t1=$(count a tx)
+_t1=$(count a "to server")
 check "a's packets to b now go through the server ($_t0 -> $_t1)" \
     [ "${_t1:-0}" -gt "${_t0:-0}" ]
 

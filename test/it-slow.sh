@@ -35,9 +35,13 @@ nsx a ping -n -q -i 0.001 -s 1400 -c 4000 -W 1 172.31.0.77 >/dev/null 2>&1 &
 FLOOD=$!
 check "b pings a while a floods the slow client" ping_ok b 172.31.0.2 5
 wait "$FLOOD"
+# The server's report counts drops in the slow client's session.
+slow_dropped() {
+	status_of srv | awk '/^[^ ]/ { on = $0 == "session: 172.31.0.77" }
+	    on && /^  dropped: [1-9]/ { n++ } END { exit !n }'
+}
 check "the server drops packets for the slow client and counts them" \
-    eval 'status_of srv | grep "client 172.31.0.77" |
-    grep -Eq "dropped [1-9][0-9]*"'
+    slow_dropped
 check "a and b still ping each other" \
     eval 'ping_ok a 172.31.0.3 3 && ping_ok b 172.31.0.2 3'
 check "the slow client is closed after 60 s of not reading" \

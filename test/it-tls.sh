@@ -153,6 +153,11 @@ pair() {
 	client b b "$1" --ca "$K/ca.pem"
 	if wait_addr a 10 && wait_addr b 10; then
 		check "ping through wss ($2)" ping_ok a "$(addr_of b)"
+		check "candy status shows TLS 1.2 and the suite ($2)" eval \
+		    'candy_status a >"$T/tls-status" &&
+		    grep -q "^  tls: TLS 1.2$" "$T/tls-status" &&
+		    grep -Eq "^  cipher: ECDHE-(RSA|ECDSA)-[A-Z0-9-]+$" \
+		    "$T/tls-status"'
 	else
 		fail "ping through wss ($2): no address"
 	fi

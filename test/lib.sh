@@ -229,13 +229,15 @@ stop() {
 	return 1
 }
 
-# candy_server NS NAME args...: a server, log $T/NAME.log.
+# candy_server NS NAME args...: a server, state (its status socket) in
+# $T/state-NAME, log $T/NAME.log.
 candy_server() {
 	_cs_ns=$1
 	_cs_name=$2
 	shift 2
+	mkdir -p "$T/state-$_cs_name"
 	proc_start "$_cs_name" "$_cs_ns" "$CANDY" -m server --no-timestamp \
-	    $DEBUG_FLAG "$@"
+	    $DEBUG_FLAG --state-dir "$T/state-$_cs_name" "$@"
 }
 
 # candy_client NS NAME args...: a client with network name NAME (device
@@ -276,17 +278,32 @@ wait_addr() {
 	wait_until "$2" eval "[ -n \"\$(addr_of $1)\" ]"
 }
 
-# status_of NAME: make NAME log its status (SIGUSR1) and print the report:
-# the info lines logged since, from the "status:" line on.
+# status_of NAME: make NAME log its status (SIGUSR1) and print the report
+# as `candy status` shows it: the "[info] status: " lines logged since,
+# without that prefix.
 status_of() {
 	_so_log=$T/$1.log
 	_so_n=$(wc -l <"$_so_log")
 	_so_pid=$(pid_of "$1")
 	ours "$_so_pid" && kill -USR1 "$_so_pid" 2>/dev/null || return 1
-	wait_until 2 eval "tail -n +$((_so_n + 1)) '$_so_log' | grep -q 'status:'"
+	wait_until 2 eval "tail -n +$((_so_n + 1)) '$_so_log' |
+	    grep -q '^\[info\] status: '"
 	sleep 0.2
-	tail -n +$((_so_n + 1)) "$_so_log" |
-	    awk '/status:/ { on = 1 } on && /^\[info\]/'
+	tail -n +$((_so_n + 1)) "$_so_log" | sed -n 's/^\[info\] status: //p'
+}
+
+# candy_status NAME args...: `candy status` for the candy started as NAME
+# (a server when its state directory holds server.sock), args such as
+# --json added.  Unix sockets are files: no namespace needed.
+candy_status() {
+	_cq_name=$1
+	shift
+	if [ -S "$T/state-$_cq_name/server.sock" ]; then
+		"$CANDY" status -m server --state-dir "$T/state-$_cq_name" "$@"
+	else
+		"$CANDY" status -n "$_cq_name" --state-dir "$T/state-$_cq_name" \
+		    "$@"
+	fi
 }
 
 # ---- Diagnostics and cleanup ----
