@@ -31,7 +31,8 @@ SRCS = candy.c tls.c ws.c tun.c stun.c route.c peer.c status.c
 OBJS = $(SRCS:.c=.o)
 TSRCS = test/unit.c test/t_msg.c test/t_ws.c test/t_config.c \
 	test/t_route.c test/t_tls.c test/t_stun.c test/t_peer.c \
-	test/t_relay.c test/t_client.c test/t_server.c test/t_offload.c
+	test/t_relay.c test/t_client.c test/t_server.c test/t_offload.c \
+	test/t_status.c
 
 all: candy
 

@@ -13,6 +13,8 @@
  *   peer.c   peer-to-peer: peer table, state machine, AES-256-GCM datagrams
  *   route.c  IPv4 address arithmetic, SD-WAN rules, address allocation,
  *            the distance-vector relay table
+ *   status.c the status report (text, JSON, log), its Unix socket, and
+ *            `candy status'
  *
  * Conventions: IPv4 addresses are uint32_t in host order (172.31.0.2 is
  * 0xac1f0002) everywhere in the code and converted with get32/put32 at the

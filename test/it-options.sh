@@ -56,6 +56,19 @@ else
 	diff "$T/help.short" "$T/man.short" | grep '^[<>]' | sed 's/^/#   /'
 fi
 
+# candy status --help and the man page's STATUS section.
+run_candy status --help
+check "status --help exits 0" [ "$RC" = 0 ]
+grep -o -- '--[a-z][a-z0-9-]*' "$T/out" | sort -u >"$T/shelp.long"
+awk '/^\.Sh STATUS/ { on = 1; next } /^\.Sh / { on = 0 } on && /^\.It /' \
+    "$MAN" | grep -o 'Fl -[a-z][a-z0-9-]*' | sed 's/^Fl -/--/' |
+    sort -u >"$T/sman.long"
+if [ -s "$T/shelp.long" ] && cmp -s "$T/shelp.long" "$T/sman.long"; then
+	ok "status --help and candy.8's STATUS list the same $(wc -l <"$T/sman.long") options"
+else
+	fail "status --help and candy.8's STATUS list the same options"
+	diff "$T/shelp.long" "$T/sman.long" | grep '^[<>]' | sed 's/^/#   /'
+fi
 run_candy --version
 check "--version exits 0 and prints the version" \
     eval '[ "$RC" = 0 ] && grep -q "^candy [0-9]" "$T/out"'
@@ -125,6 +138,8 @@ refused "--no-such-option" $CLI --no-such-option
 refused "-q" $CLI -q
 refused "mtu" $CLI --mtu
 refused "config /nonexistent/candy.cfg" $CLI -c /nonexistent/candy.cfg
+refused "status -w" status -w ws://127.0.0.1:8080
+refused "status name much-too-long" status -n much-too-long
 }
 
 # A missing --mode or --websocket is an error too (exit 1, a message).

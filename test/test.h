@@ -34,5 +34,6 @@ void test_relay(void);
 void test_client(void);
 void test_server(void);
 void test_offload(void);
+void test_status(void);
 
 #endif

@@ -85,6 +85,7 @@ static const struct {
 	{ "client", test_client },
 	{ "server", test_server },
 	{ "offload", test_offload },
+	{ "status", test_status },
 };
 
 int main(void)
