@@ -32,12 +32,15 @@ for i in 11 12 13 14 15 16 17; do
 done
 WSC="$ROOT/test/wsc.py"
 
-# server NAME args...: a server whose soft descriptor limit starts at 1024.
+# server NAME args...: a server whose soft descriptor limit starts at 1024,
+# its state (the status socket) in $T/state-NAME.
 server() {
 	_sv_name=$1
 	shift
+	mkdir -p "$T/state-$_sv_name"
 	proc_start "$_sv_name" srv sh -c 'ulimit -Sn 1024 && exec "$@"' sh \
-	    "$CANDY" -m server --no-timestamp -w ws://0.0.0.0:8080 -p pw "$@"
+	    "$CANDY" -m server --no-timestamp -w ws://0.0.0.0:8080 -p pw \
+	    --state-dir "$T/state-$_sv_name" "$@"
 	wait_listening "$_sv_name"
 }
 
@@ -59,7 +62,7 @@ wait_until 120 grep -q accepted "$T/many.out"
 echo "# $(cat "$T/many.out")"
 check "1,200 clients are all taken" grep -q "accepted 1200 " "$T/many.out"
 check "the server counts them" \
-    eval 'status_of srv1 | grep -q "status: clients 1200 "'
+    eval 'status_of srv1 | grep -q "^  clients: 1200$"'
 # Among them, two real clients: the poll set of 1,200 relays as before.
 candy_client a c1 -w ws://10.77.0.1:8080 -p pw -t 10.100.0.2/16
 candy_client atk c2 -w ws://10.77.0.1:8080 -p pw -t 10.100.0.3/16
