@@ -533,8 +533,7 @@ void p2p_report(struct report *r, const struct client *c)
 		    (int64_t)p2p->tx_budget, NULL);
 		report_num(r, "evicted", "evicted", (int64_t)p2p->evicted,
 		    NULL);
-		report_num(r, "moved", "moved", (int64_t)p2p->moved,
-		    NULL);
+		report_num(r, "moved", "moved", (int64_t)p2p->moved, NULL);
 		report_num(r, "peer_table", "peer table", (int64_t)p2p->cap,
 		    NULL);
 	}

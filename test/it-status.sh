@@ -195,7 +195,8 @@ check "the server's socket is mode 0600" \
 rc=$?
 sed 's/^/#   /' "$T/none.out"
 check "candy status for a name with no daemon: exit 1, a clear message" \
-    eval '[ "$rc" = 1 ] && grep -q "no candy client for network .nobody. is running" "$T/none.out"'
+    eval '[ "$rc" = 1 ] &&
+    grep -q "no candy client for network .nobody. is running" "$T/none.out"'
 "$CANDY" status --help >"$T/help.out" 2>&1
 rc=$?
 check "candy status --help exits 0 and names --json" \
