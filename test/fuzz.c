@@ -701,13 +701,13 @@ static void fuzz_peer(const unsigned char *d, size_t n)
 	/* The status report of whatever the input left in the tables, in
 	 * both forms (status.c). */
 	{
-		static char rep[REPORT_MAX];
-		struct report r;
+		static char buf[REPORT_MAX];
+		struct report rep;
 
-		report_init(&r, REPORT_JSON, rep, sizeof(rep));
-		p2p_report(&r, c);
-		report_init(&r, REPORT_TEXT, rep, sizeof(rep));
-		p2p_report(&r, c);
+		report_init(&rep, REPORT_JSON, buf, sizeof(buf));
+		p2p_report(&rep, c);
+		report_init(&rep, REPORT_TEXT, buf, sizeof(buf));
+		p2p_report(&rep, c);
 	}
 }
 
