@@ -348,7 +348,7 @@ PY
 ns_add x
 lan_join inet x $INET.20/24
 replays_of() {
-	status_of "$1" | sed -n 's/.*p2p: replays \([0-9]*\) .*/\1/p'
+	status_of "$1" | sed -n 's/^  replays: \([0-9]*\)$/\1/p'
 }
 bg_run rd "$T/sniff.log" python3 "$T/sniff.py" v-inet $INET.13 $INET.12 \
     "$T/captured" 4
