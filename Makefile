@@ -112,9 +112,20 @@ demo: deps
 	$(MAKE) all
 	sh test/demo.sh
 
-bench: deps
+# make bench's peers (test/bench-peers.sh), from Debian.
+PEER_PKGS = wireguard-go wireguard-tools openvpn tinc iperf3
+bench-deps:
+	sh test/deps.sh $(PEER_PKGS)
+
+bench: deps bench-deps
 	$(MAKE) all test/bench_tls test/loadgen
 	sh test/bench.sh
+
+# The peers section alone: candy, wireguard-go, OpenVPN and tinc side by
+# side; BENCH_ROUNDS (3), BENCH_SECONDS (10); table in bench/results.md.
+bench-peers: deps bench-deps
+	$(MAKE) all
+	sh test/bench-peers.sh
 
 # The scale section alone: SCALE_N (ws), SCALE_TLS_N (wss), SCALE_SECONDS.
 bench-scale: deps
@@ -177,5 +188,6 @@ clean:
 	    test/bench_tls test/loadgen test/fuzz
 	rm -rf test/cross-*
 
-.PHONY: all static test conformance demo bench bench-scale soak fuzz deps \
+.PHONY: all static test conformance demo bench bench-deps bench-peers \
+	bench-scale soak fuzz deps \
 	install install-service uninstall clean

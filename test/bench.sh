@@ -132,8 +132,10 @@ bench_p2p() {
 . "$(dirname "$0")/bench-tls.sh"
 BENCH_SOURCED=1
 . "$(dirname "$0")/bench-scale.sh"
+# candy against wireguard-go, OpenVPN and tinc, in a lab of its own.
+. "$(dirname "$0")/bench-peers.sh"
 
-SECTIONS=${BENCH_SECTIONS:-throughput latency memory p2p tls scale}
+SECTIONS=${BENCH_SECTIONS:-throughput latency memory p2p tls scale peers}
 
 for s in $SECTIONS; do
 	echo "# $s"
@@ -145,3 +147,7 @@ echo "Results ($(uname -m), $(nproc) CPUs," \
     "$(awk -F': ' '/^model name/ { print $2; exit }' /proc/cpuinfo)," \
     "candy $("$CANDY" --version | awk '{ print $2 }')):"
 cat "$T/results"
+if [ -s "$T/peers-results.md" ]; then
+	echo
+	cat "$T/peers-results.md"
+fi

@@ -3,11 +3,13 @@
 # only those missing.  Quiet when nothing is missing.  Run by `make deps`
 # (and so by `make test`, `make demo`, `make bench`).  systemd is there for
 # `systemd-analyze verify' of contrib's units (it-contrib.sh); installing
-# it starts nothing, in a container too.
+# it starts nothing, in a container too.  With arguments, those packages
+# instead (make bench's peers: sh test/deps.sh wireguard-go ...).
 
 pkgs="build-essential make libbearssl-dev musl-tools clang iproute2
 iputils-ping nftables coturn iperf3 openssl mandoc procps psmisc python3
 ca-certificates systemd"
+[ $# -gt 0 ] && pkgs="$*"
 
 missing=
 for p in $pkgs; do
@@ -44,6 +46,9 @@ trap 'if [ -n "$ours" ]; then rm -f "$policy"; fi' EXIT
 trap 'exit 1' INT TERM
 
 export DEBIAN_FRONTEND=noninteractive
-apt-get update -q || exit 1
+# A failed update (one unreachable mirror or architecture) leaves the
+# lists we had: the install may still succeed with them.
+apt-get update -q ||
+    echo "deps.sh: apt-get update failed; installing from the old lists" >&2
 # shellcheck disable=SC2086
 apt-get install -y -q --no-install-recommends $missing || exit 1
