@@ -387,7 +387,7 @@ void report_str(struct report *r, const char *key, const char *label,
 void report_strs(struct report *r, const char *key, const char *label,
     const char *const *v, size_t n)
 {
-	char j[REPORT_LINE / 2], t[REPORT_LINE / 4], e[6 * 64 + 3];
+	char j[REPORT_LINE / 2], t[REPORT_LINE / 4], e[6 * FIELD_STR_MAX + 3];
 	size_t i, jn = 1, tn = 0;
 
 	memcpy(j, "[", 2);

@@ -191,6 +191,24 @@ static void test_report_clean(void)
 	    "json: a field's value escaped");
 }
 
+/* A list of strings: an array / joined. */
+static void test_report_strs(void)
+{
+	static const char *const v[] = { "0.0.0.0:8080", "[::]:8080" };
+	static char buf[512];
+	struct report r;
+
+	report_init(&r, REPORT_JSON, buf, sizeof(buf));
+	report_strs(&r, "listen", "listening on", v, 2);
+	report_strs(&r, "none", "none", v, 0);
+	CHECK_STR("\"listen\":[\"0.0.0.0:8080\",\"[::]:8080\"],"
+	    "\"none\":[]", buf, "json: a list of strings");
+	report_init(&r, REPORT_TEXT, buf, sizeof(buf));
+	report_strs(&r, "listen", "listening on", v, 2);
+	CHECK_STR("  listening on: 0.0.0.0:8080, [::]:8080\n", buf,
+	    "text: a list of strings");
+}
+
 static void report_fixed(void *ctx, struct report *r)
 {
 	report_begin(r, "server", "websocket", (const char *)ctx);
@@ -292,5 +310,6 @@ void test_status(void)
 	test_report_forms();
 	test_report_truncated();
 	test_report_clean();
+	test_report_strs();
 	test_status_socket();
 }
