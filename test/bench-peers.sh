@@ -467,7 +467,17 @@ peers_machine() {
 	echo "iperf3 TCP qa -> qb, $PEERS_SECONDS s, median of $PEERS_ROUNDS" \
 	    "interleaved rounds; CPU = user+system seconds of all the" \
 	    "tunnel's processes per GB carried; pings 0.2 s apart, idle and" \
-	    "during the transfer.  Ratios against the best peer's P2P figures."
+	    "during the transfer (ping's average).  Ratios against the best" \
+	    "peer: the non-candy P2P case with the highest throughput."
+	echo
+	echo "Data channels: candy P2P AES-256-GCM over UDP, candy relay" \
+	    "ws:// (plain) and wss:// (TLS, EC P-256 certificate) through the" \
+	    "server; wireguard-go ChaCha20-Poly1305; OpenVPN TLS mode with" \
+	    "an EC PKI, AES-256-GCM, --disable-dco (user space; --secret is" \
+	    "deprecated in 2.6 and has no AEAD cipher), the hub with" \
+	    "client-to-client and tcp-nodelay; tinc 1.0 aes-256-cbc +" \
+	    "HMAC-SHA256 (it has no GCM).  Every process at its defaults" \
+	    "otherwise."
 }
 
 bench_peers() {
