@@ -660,6 +660,34 @@ static char *trim(char *s, int unquote)
 	return s;
 }
 
+/*
+ * Warnings about the config file wait here until the whole configuration,
+ * --no-timestamp included, is known and logging is set up: main calls
+ * config_warnings_flush after log_init.
+ */
+static char config_warnings[1024];
+
+static void config_warn(const char *path, int lineno, const char *key)
+{
+	size_t n = strlen(config_warnings);
+
+	snprintf(config_warnings + n, sizeof(config_warnings) - n,
+	    "%s:%d: unknown key `%s' ignored\n", path, lineno, key);
+}
+
+/* see candy.h */
+void config_warnings_flush(void)
+{
+	char *line = config_warnings, *nl;
+
+	while ((nl = strchr(line, '\n')) != NULL) {
+		*nl = '\0';
+		log_warnx("%s", line);
+		line = nl + 1;
+	}
+	config_warnings[0] = '\0';
+}
+
 /* Candy's config file: `key = value` lines, # comments, quoted values. */
 static int config_file(struct config *cfg, const char *path, char *err,
     size_t errlen)
@@ -702,8 +730,7 @@ static int config_file(struct config *cfg, const char *path, char *err,
 		value = trim(eq + 1, 1);
 		if (opt_find(key, strlen(key), 0) == NULL) {
 			/* Candy's files may carry keys we do not know. */
-			log_warnx("%s:%d: unknown key `%s' ignored", path,
-			    lineno, key);
+			config_warn(path, lineno, key);
 			continue;
 		}
 		if (config_set(cfg, key, value, msg, sizeof(msg)) < 0) {
@@ -817,6 +844,7 @@ int config_load(struct config *cfg, int argc, char **argv, char *err,
 	int exit_now = 0;
 
 	config_defaults(cfg);
+	config_warnings[0] = '\0';
 	if (config_args(cfg, argc, argv, 0, NULL, &file, &exit_now, err,
 	    errlen) < 0)
 		return -1;
@@ -3715,6 +3743,7 @@ static int status_command(int argc, char **argv)
 		fprintf(stderr, "candy: status: %s\n", err);
 		return 1;
 	}
+	config_warnings_flush();
 	if ((int)cfg.mode < 0)
 		cfg.mode = MODE_CLIENT;
 	if (status_path(&cfg, path, sizeof(path)) < 0) {
@@ -3740,13 +3769,15 @@ int main(int argc, char **argv)
 
 	if (argc > 1 && strcmp(argv[1], "status") == 0)
 		return status_command(argc - 1, argv + 1);
-	if ((r = config_load(&cfg, argc, argv, err, sizeof(err))) < 0) {
+	r = config_load(&cfg, argc, argv, err, sizeof(err));
+	log_init(cfg.debug, !cfg.no_timestamp);
+	config_warnings_flush();
+	if (r < 0) {
 		fprintf(stderr, "candy: %s\n", err);
 		return 1;
 	}
 	if (r > 0)
 		return 0;
-	log_init(cfg.debug, !cfg.no_timestamp);
 	rand_init();
 	signals_init();
 	if (cfg.mode == MODE_SERVER)

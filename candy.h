@@ -1010,6 +1010,11 @@ int config_load(struct config *cfg, int argc, char **argv, char *err,
 /* Set one option by its long name, as from the file or the command line. */
 int config_set(struct config *cfg, const char *key, const char *value,
     char *err, size_t errlen);
+/*
+ * Log the warnings config_load kept about the config file (unknown keys),
+ * once log_init knows the logging options, and forget them.
+ */
+void config_warnings_flush(void);
 /* Print --help to stdout. */
 void config_usage(void);
 

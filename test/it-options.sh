@@ -156,3 +156,16 @@ printf 'mode = client\nwebsocket = "ws://127.0.0.1:8080"\nmtu = lots\n' \
 cd "$T" || exit 1
 refused "bad.cfg:3 mtu lots" -c bad.cfg
 cd / || exit 1
+
+# A config file's warnings follow --no-timestamp, given on the command line
+# or in the file after the line warned about (they were printed before the
+# logging options were known).
+printf 'mode = client\nwebsocket = "ws://127.0.0.1:8080"\ncolour = blue\n' \
+    >"$T/unknown.cfg"
+run_candy --check -c "$T/unknown.cfg" --no-timestamp
+check "unknown key warned, no timestamp with --no-timestamp" \
+    eval '[ "$RC" = 0 ] && grep -q "^\[[a-z]*\] .*unknown key .colour." "$T/err"'
+printf 'colour = blue\nno-timestamp = true\n' >>"$T/unknown.cfg"
+run_candy --check -c "$T/unknown.cfg"
+check "unknown key warned, no timestamp with no-timestamp in the file" \
+    eval '[ "$RC" = 0 ] && grep -q "^\[[a-z]*\] .*unknown key .colour." "$T/err"'
