@@ -142,7 +142,8 @@ peers_setup_candy_p2p() {
 	fi
 	proc_start kturn qh turnserver --listening-ip=10.79.0.1 \
 	    --listening-port=3478 --stun-only --no-cli --no-tls --no-dtls \
-	    --log-file=stdout --pidfile="$T/peers-turn.pid"
+	    --log-file=stdout --pidfile="$T/peers-turn.pid" \
+	    --userdb="$T/turndb"
 	candy_server qh kp2p -w ws://0.0.0.0:8082 -p benchpw -d 10.90.7.0/24
 	peers_candy candy_p2p kp2p ws://10.79.0.1:8082 \
 	    -s stun://10.79.0.1 || return

@@ -104,7 +104,8 @@ bench_p2p() {
 	lan_join net pb 10.77.0.5/24
 	bg_run srv "$T/turn.log" turnserver --listening-ip=10.77.0.1 \
 	    --listening-port=3478 --stun-only --no-cli --no-tls --no-dtls \
-	    --log-file=stdout
+	    --log-file=stdout \
+	    --userdb="$T/turndb"
 	candy_client pa pa -w ws://10.77.0.1:8080 -p benchpw \
 	    -s stun://10.77.0.1
 	candy_client pb pb -w ws://10.77.0.1:8080 -p benchpw \

@@ -438,7 +438,8 @@ done
 
 proc_start stun srv turnserver -n --listening-ip=$SRV --listening-port=3478 \
     --stun-only --no-cli --no-tls --no-dtls --simple-log \
-    --log-file="$T/turnserver.log" --pidfile="$T/turnserver.pid"
+    --log-file="$T/turnserver.log" --pidfile="$T/turnserver.pid" \
+    --userdb="$T/turndb"
 candy_server srv srv -w ws://0.0.0.0:8080 -p $PW -d $NO.0/24 \
     --sdwan "$NO.0/24,192.168.50.0/24,$NO.50"
 peer_start psrv srv -m server -w ws://0.0.0.0:8081 -p $PW -d $NP.0/24 \

@@ -69,7 +69,8 @@ if [ -n "$STUN" ]; then
 	proc_start stun srv turnserver -n --listening-ip=$SRV \
 	    --listening-port=3478 --stun-only --no-cli --no-tls --no-dtls \
 	    --simple-log --log-file="$T/turnserver.log" \
-	    --pidfile="$T/turnserver.pid"
+	    --pidfile="$T/turnserver.pid" \
+	    --userdb="$T/turndb"
 	set -- -s $STUN
 else
 	echo "# no turnserver (coturn): peers through the server only"

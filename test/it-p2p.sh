@@ -173,13 +173,18 @@ EOF
 
 proc_start stun srv turnserver -n --listening-ip=$SRV --listening-port=3478 \
     --stun-only --no-cli --no-tls --no-dtls --simple-log \
-    --log-file="$T/turnserver.log" --pidfile="$T/turnserver.pid"
+    --log-file="$T/turnserver.log" --pidfile="$T/turnserver.pid" \
+    --userdb="$T/turndb"
 candy_server srv srv -w "ws://0.0.0.0:8080" -p $PW -d 172.31.0.0/24
 if ! wait_listening srv; then
 	fail "the server starts and listens"
 	exit 1
 fi
 check "the STUN server (coturn) runs" eval 'sleep 0.5; running stun'
+# Its user database in the run's directory, not the machine's
+# /var/lib/turn/turndb (nothing outside the run is touched).
+check "coturn's user database is the run's own" \
+    wait_until 10 grep -q "success: $T/turndb" "$T/turnserver.log"
 
 # ---- Clients ----
 

@@ -41,7 +41,8 @@ lan_join net d 10.77.0.14/24
 
 proc_start stun srv turnserver --listening-ip=$SRV --listening-port=3478 \
     --stun-only --no-cli --no-tls --no-dtls --simple-log \
-    --log-file=stdout --pidfile="$T/turnserver.pid"
+    --log-file=stdout --pidfile="$T/turnserver.pid" \
+    --userdb="$T/turndb"
 candy_server srv server -w ws://$SRV:8080 -p pw -d 172.31.0.0/24
 wait_listening server || { fail "server listens"; exit 1; }
 

@@ -212,7 +212,8 @@ if command -v nft >/dev/null 2>&1; then
 		loss pb
 		proc_start stun srv turnserver -n --listening-ip=10.77.0.1 \
 		    --listening-port=3478 --stun-only --no-cli --no-tls \
-		    --no-dtls --simple-log --log-file="$T/turnserver.log"
+		    --no-dtls --simple-log --log-file="$T/turnserver.log" \
+		    --userdb="$T/turndb"
 		candy_client pa pa -w $URI -p $PW -s stun://10.77.0.1:3478
 		candy_client pb pb -w $URI -p $PW -s stun://10.77.0.1:3478
 		wait_addr pa 20 && wait_addr pb 20

@@ -36,7 +36,8 @@ lan_join inet c $INET.4/24
 
 proc_start stun srv turnserver -n --listening-ip=$SRV --listening-port=3478 \
     --stun-only --no-cli --no-tls --no-dtls --simple-log \
-    --log-file="$T/turnserver.log" --pidfile="$T/turnserver.pid"
+    --log-file="$T/turnserver.log" --pidfile="$T/turnserver.pid" \
+    --userdb="$T/turndb"
 candy_server srv srv -w "ws://0.0.0.0:8080" -p $PW -d 172.31.0.0/24 \
     --sdwan "172.31.0.0/24,10.99.0.0/16,$GW"
 if ! wait_listening srv; then
