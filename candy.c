@@ -561,6 +561,8 @@ static const struct opt opts[] = {
 	    "client: local UDP port for peers (default 0: any)" },
 	{ "mtu", 0, "BYTES", set_number, FIELD(mtu), 576, 9000,
 	    "client: TUN device MTU (default 1400)" },
+	{ "no-offload", 0, NULL, set_flag, FIELD(no_offload), 0, 1,
+	    "client: one packet per system call (no TUN, UDP GSO/GRO)" },
 	{ "route", 'r', "COST", set_number, FIELD(route), 0, 1000,
 	    "client: relay for peers at this cost, 0 off (default 0)" },
 	{ "discovery", 0, "SECONDS", set_number, FIELD(discovery), 0, 86400,
@@ -2513,6 +2515,7 @@ struct session {
 	char ping[128];		/* candy::OS::VERSION::HOSTNAME */
 	struct ws ws;
 	unsigned char buf[PKT_HEADROOM + PKT_MAX];	/* TUN reads */
+	unsigned char seg[PKT_HEADROOM + PKT_MAX];	/* cut from buf */
 };
 
 #if defined(__linux__)
@@ -2746,6 +2749,40 @@ static int client_ipip_ok(const struct client *c, uint32_t gw, uint32_t src)
 	return 0;
 }
 
+/* >>> offload block (issue 11): received TCP coalesced for the TUN */
+/* see candy.h */
+void client_flush(struct client *c)
+{
+	const unsigned char *p;
+	size_t n;
+
+	p2p_flush(c);
+	if (c->gro == NULL || (n = tun_gro_take(c->gro, c->vnet_le, &p)) == 0)
+		return;
+	if (tun_write_vnet(c->tun_fd, p, p + TUN_VNET_LEN, n - TUN_VNET_LEN) < 0)
+		c->dropped++;
+}
+
+/* What cannot join the held flow goes out behind it, as it came. */
+static void client_coalesce(struct client *c, unsigned char *pkt, size_t len)
+{
+	int i;
+
+	for (i = 0; i < 2; i++)
+		switch (tun_gro_add(c->gro, pkt, len)) {
+		case TUN_GRO_HELD:
+			return;
+		case TUN_GRO_FLUSH:
+			client_flush(c);
+			break;
+		default:
+			if (tun_write_vnet(c->tun_fd, NULL, pkt, len) < 0)
+				c->dropped++;
+			return;
+		}
+}
+/* <<< offload block */
+
 void client_deliver(struct client *c, unsigned char *pkt, size_t len)
 {
 	size_t ihl;
@@ -2779,7 +2816,11 @@ void client_deliver(struct client *c, unsigned char *pkt, size_t len)
 			return;
 		}
 	}
-	if (c->tun_fd < 0 || tun_write(c->tun_fd, pkt, len) < 0)
+	if (c->tun_fd < 0)
+		c->dropped++;
+	else if (c->gro != NULL)
+		client_coalesce(c, pkt, len);
+	else if (tun_write(c->tun_fd, pkt, len) < 0)
 		c->dropped++;
 }
 
@@ -3035,6 +3076,34 @@ static void session_hello(struct session *s)
 /* Bring the TUN device to addr/prefix; it survives reconnects as long as
  * the address stays the same.  -1 when the OS refuses the address: a
  * session error, not the end of the process. */
+/*
+ * The device, with offloads unless --no-offload or the kernel refuses
+ * them (then the plain path, and the log says why).  The coalescing
+ * buffer is allocated here, once.
+ */
+static void client_tun_open(struct client *c, const struct config *cfg,
+    const char *name)
+{
+	if (!cfg->no_offload && (c->gro != NULL ||
+	    (c->gro = calloc(1, sizeof(*c->gro))) != NULL)) {
+		if ((c->tun_fd = tun_open_offload(name, c->ifname,
+		    &c->vnet_le)) >= 0) {
+			c->offload = 1;
+			log_debug("%s: offloads on (vnet header %s-endian)",
+			    c->ifname, c->vnet_le ? "little" : "big");
+			return;
+		}
+		log_info("TUN offloads refused (%s): one packet at a time",
+		    strerror(errno));
+		free(c->gro);
+		c->gro = NULL;
+	}
+	c->offload = 0;
+	if ((c->tun_fd = tun_open(name, c->ifname)) < 0)
+		fatalx("cannot create TUN device %s: %s", name,
+		    strerror(errno));
+}
+
 static int client_tun_up(struct client *c, const struct config *cfg,
     uint32_t addr, int prefix)
 {
@@ -3043,9 +3112,7 @@ static int client_tun_up(struct client *c, const struct config *cfg,
 	if (c->tun_fd < 0) {
 		snprintf(name, sizeof(name), "candy%s%s", cfg->name[0] ? "-" : "",
 		    cfg->name);
-		if ((c->tun_fd = tun_open(name, c->ifname)) < 0)
-			fatalx("cannot create TUN device %s: %s", name,
-			    strerror(errno));
+		client_tun_open(c, cfg, name);
 	} else if (c->addr == addr && c->prefix == prefix) {
 		return 0;
 	}
@@ -3397,12 +3464,68 @@ static void session_timers(struct session *s, int64_t now)
 	}
 }
 
+/* Read the TUN only while the server queue has room for what we read:
+ * a full queue stops the input that feeds it (back-pressure, not drops). */
+static int session_tun_wanted(const struct session *s)
+{
+	if (s->c.tun_fd < 0)
+		return 0;
+	if (s->state != S_UP)
+		return 1;
+	/* A super-packet (offloads) may become 45 frames at once. */
+	return ws_room(&s->ws) >= (s->c.offload ? TUN_SUPER_MAX + 64 * 16 :
+	    4 * (size_t)(s->cfg->mtu + 64));
+}
+
+/* >>> offload block (issue 11): super-packets from the TUN */
+/*
+ * One read gives up to 64 KiB of one TCP flow (or one packet) behind its
+ * vnet header; each packet cut from it, at most the MTU, goes on its way
+ * from s->seg's headroom as a packet read alone would.
+ */
+static void session_tun_input_offload(struct session *s)
+{
+	unsigned char *pkt = s->seg + PKT_HEADROOM;
+	struct tun_vnet h;
+	struct tun_seg g;
+	size_t n;
+	ssize_t r;
+	int i;
+
+	for (i = 0; i < TUN_BURST && session_tun_wanted(s); i++) {
+		if ((r = tun_read_vnet(s->c.tun_fd, s->buf, sizeof(s->buf))) <= 0) {
+			if (r < 0)
+				log_warn("reading %s", s->c.ifname);
+			return;
+		}
+		if (r < TUN_VNET_LEN)
+			continue;
+		tun_vnet_get(&h, s->buf, s->c.vnet_le);
+		if (tun_seg_init(&g, &h, s->buf + TUN_VNET_LEN,
+		    (size_t)r - TUN_VNET_LEN, (size_t)s->cfg->mtu) < 0) {
+			s->c.seg_bad++;
+			if (log_debug_on)
+				log_debug("tun: dropped a %zd-byte packet: "
+				    "gso_type %u gso_size %u", r, h.gso_type,
+				    h.gso_size);
+			continue;
+		}
+		while ((n = tun_seg_next(&g, pkt, PKT_MAX - IPV4_HDR_LEN - 1)) > 0)
+			client_route(&s->c, pkt, n, 0);
+	}
+}
+/* <<< offload block */
+
 /* Packets from the TUN device: to a peer, a gateway, or the server. */
 static void session_tun_input(struct session *s)
 {
 	unsigned char *pkt = s->buf + PKT_HEADROOM;
 	int i;
 
+	if (s->c.offload) {
+		session_tun_input_offload(s);
+		return;
+	}
 	for (i = 0; i < TUN_BURST; i++) {
 		/* Leave room for an IP-in-IP header within PKT_MAX. */
 		ssize_t n = tun_read(s->c.tun_fd, pkt,
@@ -3415,17 +3538,6 @@ static void session_tun_input(struct session *s)
 		}
 		client_route(&s->c, pkt, (size_t)n, 0);
 	}
-}
-
-/* Read the TUN only while the server queue has room for what we read:
- * a full queue stops the input that feeds it (back-pressure, not drops). */
-static int session_tun_wanted(const struct session *s)
-{
-	if (s->c.tun_fd < 0)
-		return 0;
-	if (s->state != S_UP)
-		return 1;
-	return ws_room(&s->ws) >= 4 * (size_t)(s->cfg->mtu + 64);
 }
 
 static int mask_prefix(uint32_t mask)
@@ -3590,6 +3702,7 @@ void client_run(const struct config *cfg)
 			p2p_udp_input(&s.c);
 		if (pfd[P_TUN].revents)
 			session_tun_input(&s);
+		client_flush(&s.c);	/* what this pass coalesced */
 		now = now_ms();
 		if (now >= tick)
 			tick = p2p_tick(&s.c, now);

@@ -487,6 +487,38 @@ ssize_t tun_read(int fd, unsigned char *buf, size_t len);
 /* Write one IPv4 packet: 0 written, or dropped because the device's
  * queue is full (as the kernel itself drops); -1 error with errno. */
 int tun_write(int fd, const unsigned char *pkt, size_t len);
+/*
+ * Linux: the device with offloads (IFF_VNET_HDR; TUNSETOFFLOAD with
+ * checksums, TSO for IPv4 and USO where the kernel has it): its fd as
+ * tun_open's, *le the vnet header's byte order (see TUN_VNET_LEN), or -1
+ * with errno (EOPNOTSUPP on other systems) and then no device: open it
+ * with tun_open.  Every packet on such a device has the vnet header in
+ * front: tun_read_vnet reads header and packet as they are (length, 0
+ * nothing now, -1 error); tun_write_vnet writes pkt behind the header vh
+ * (NULL: a zero one, a packet as it is), as tun_write answers.
+ */
+int tun_open_offload(const char *name, char *ifname, int *le);
+ssize_t tun_read_vnet(int fd, unsigned char *buf, size_t len);
+int tun_write_vnet(int fd, const unsigned char *vh, const unsigned char *pkt,
+    size_t len);
+/*
+ * The peer-to-peer UDP socket (issue 11; OS code, so here):
+ *   udp_buffers_raise: socket buffers of rcv and snd bytes (as root past
+ *     the system's maximum, Linux); best effort.
+ *   udp_offload_on: Linux UDP_GRO on fd: 1 on, 0 not (other systems).
+ *   udp_send_gso: len bytes at buf as datagrams of seg bytes (the last
+ *     may be shorter) to ip:port in one call (UDP_SEGMENT): 0 sent, -1
+ *     with errno (EIO, EINVAL, EOPNOTSUPP: the kernel or device cannot).
+ *   udp_recv_gro: one read into buf: its length, the sender in *ip and
+ *     *port, and in *seg the size of the datagrams it holds (the last
+ *     may be shorter; the length itself when it is one); -1 with errno.
+ */
+void udp_buffers_raise(int fd, int rcv, int snd);
+int udp_offload_on(int fd);
+int udp_send_gso(int fd, const unsigned char *buf, size_t len, size_t seg,
+    uint32_t ip, uint16_t port);
+ssize_t udp_recv_gro(int fd, unsigned char *buf, size_t len, uint32_t *ip,
+    uint16_t *port, size_t *seg);
 /* Delete the device and the routes through it (Linux, macOS: closing
  * does it; the BSDs: SIOCIFDESTROY). */
 void tun_close(int fd, const char *ifname);
@@ -687,6 +719,10 @@ enum peer_msg_type {
 #define PEER_TAG_LEN	16
 #define PEER_OVERHEAD	(PEER_IV_LEN + PEER_TAG_LEN)	/* iv || tag */
 #define PEER_DGRAM_MAX	65536	/* receive buffer: any UDP datagram */
+#define PEER_GSO_MAX	65000	/* bytes in one UDP_SEGMENT send */
+#define PEER_GSO_SEGS	64	/* datagrams in one (the kernel's limit) */
+#define PEER_RCVBUF	(4 << 20)	/* socket buffers, bytes */
+#define PEER_SNDBUF	(1 << 20)
 
 /*
  * Our ivs begin with these two bytes (the "mark"), then a random 48-bit
@@ -837,6 +873,14 @@ struct p2p {
 	int (*server_send)(struct client *c, const unsigned char *m,
 	    size_t len);
 	int loopback_ok;
+	/* Offloads (issue 11): UDP_GRO on the socket; UDP_SEGMENT batches
+	 * of txn equal datagrams of txseg bytes (the last may be shorter)
+	 * to txto in txb, sent by p2p_flush. */
+	int gro, gso;
+	unsigned char *txb;	/* PEER_GSO_MAX bytes; NULL without GSO */
+	size_t txlen, txseg;
+	int txn;
+	struct endpoint txto;
 	unsigned char ctl[PEER_OVERHEAD + 32];	/* our control datagrams */
 	/* Received datagrams, with headroom so that a FORWARD can be routed
 	 * on in place. */
@@ -984,6 +1028,7 @@ struct config {
 	char stun[256];		/* stun://host[:port]; empty: P2P off */
 	int port;		/* local UDP port, 0 any */
 	int mtu;
+	int no_offload;		/* client: the plain per-packet path only */
 	int route;		/* relay cost, 0 off */
 	int discovery;		/* seconds, 0 off */
 	uint32_t localhost;	/* LAN endpoint override, 0: find one */
@@ -1081,6 +1126,12 @@ struct client {
 	/* IP-in-IP whose inner source is neither the outer source nor
 	 * behind it by a route we hold: dropped (issue 8). */
 	unsigned long ipip_refused;
+	/* TUN offloads (issue 11): the device has the vnet header (in the
+	 * byte order vnet_le) and received TCP is coalesced in *gro. */
+	int offload;
+	int vnet_le;
+	struct tun_gro *gro;	/* allocated with the device; NULL: plain */
+	unsigned long seg_bad;	/* super-packets from the TUN refused */
 };
 
 /*
@@ -1105,14 +1156,20 @@ int64_t p2p_tick(struct client *c, int64_t now);
 void p2p_udp_input(struct client *c);
 void p2p_server_msg(struct client *c, const unsigned char *m, size_t len);
 void p2p_saw_forward(struct client *c, uint32_t src);
+/* Send the datagrams p2p_send batched (UDP_SEGMENT); the loop calls it
+ * at the end of every pass through client_flush. */
+void p2p_flush(struct client *c);
 int p2p_send(struct client *c, uint32_t dst, unsigned char *pkt, size_t len);
 
 /* Send a Candy message to the server.  0 queued, -1 dropped. */
 int client_server_send(struct client *c, const unsigned char *msg,
     size_t len);
 /* Hand an IPv4 packet addressed to us to the TUN device (IP-in-IP is
- * unwrapped first). */
+ * unwrapped first).  With offloads it may be held to be coalesced with
+ * the next: client_flush writes what is held (the loop calls it after
+ * every pass that read packets). */
 void client_deliver(struct client *c, unsigned char *pkt, size_t len);
+void client_flush(struct client *c);
 /* Send an IPv4 packet on its way (SD-WAN, a peer, or the server); relay is
  * 1 for a packet received from a peer for someone else (TTL then drops). */
 void client_route(struct client *c, unsigned char *pkt, size_t len,

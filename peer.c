@@ -1476,6 +1476,13 @@ int p2p_start(struct client *c)
 	}
 	p2p->udp_fd = fd;
 	p2p->port = ntohs(sa.sin_port);
+	/* The measured loss at speed was this socket's receive queue. */
+	udp_buffers_raise(fd, PEER_RCVBUF, PEER_SNDBUF);
+	if (!cfg->no_offload) {
+		p2p->gro = udp_offload_on(fd);
+		if (p2p->gro && (p2p->txb = malloc(PEER_GSO_MAX)) != NULL)
+			p2p->gso = 1;
+	}
 	rand_bytes(&p2p->replay_seed, sizeof(p2p->replay_seed));
 	rand_bytes(p2p->stun_tid, sizeof(p2p->stun_tid));
 	stun_resolve(c, now_ms());
@@ -1530,13 +1537,14 @@ void p2p_udp_input(struct client *c)
 	if (p2p->udp_fd < 0)
 		return;
 	for (i = 0; i < UDP_BURST; i++) {
-		struct sockaddr_in sa;
-		socklen_t salen = sizeof(sa);
 		struct endpoint from;
+		size_t seg, off, k;
 		ssize_t n;
 
-		n = recvfrom(p2p->udp_fd, d, PEER_DGRAM_MAX, 0,
-		    (struct sockaddr *)&sa, &salen);
+		/* With UDP_GRO one read may hold several datagrams of seg
+		 * bytes from one sender: each is checked on its own. */
+		n = udp_recv_gro(p2p->udp_fd, d, PEER_DGRAM_MAX, &from.ip,
+		    &from.port, &seg);
 		if (n < 0) {
 			if (errno != EAGAIN && errno != EWOULDBLOCK &&
 			    errno != EINTR)
@@ -1545,14 +1553,20 @@ void p2p_udp_input(struct client *c)
 			return;
 		}
 		/* Read even when not ready, so that poll does not spin. */
-		if (!p2p_ready(c) || sa.sin_family != AF_INET)
+		if (!p2p_ready(c) || from.ip == 0)
 			continue;
-		from.ip = ntohl(sa.sin_addr.s_addr);
-		from.port = ntohs(sa.sin_port);
-		if (endpoint_eq(&from, &p2p->stun))
+		if (endpoint_eq(&from, &p2p->stun)) {
 			stun_input(c, d, (size_t)n, now_ms());
-		else
-			datagram_input(c, &from, d, (size_t)n, now_ms());
+			continue;
+		}
+		if (seg == 0)
+			seg = (size_t)n;
+		for (off = 0; off < (size_t)n || off == 0; off += k) {
+			k = (size_t)n - off < seg ? (size_t)n - off : seg;
+			datagram_input(c, &from, d + off, k, now_ms());
+			if (k == 0)
+				break;
+		}
 	}
 }
 
@@ -1586,6 +1600,73 @@ void p2p_saw_forward(struct client *c, uint32_t src)
 		peer_state_set(c, p, PEER_PREPARING, now_ms());
 }
 
+/* >>> offload block (issue 11): UDP_SEGMENT batches */
+/* see candy.h.  A kernel or device that cannot segment turns GSO off:
+ * the batch goes one datagram at a time, and so does all that follows. */
+void p2p_flush(struct client *c)
+{
+	struct p2p *p2p = &c->p2p;
+	size_t off, n;
+
+	if (p2p->txn == 0)
+		return;
+	if (p2p->txn > 1 && udp_send_gso(p2p->udp_fd, p2p->txb, p2p->txlen,
+	    p2p->txseg, p2p->txto.ip, p2p->txto.port) == 0) {
+		p2p->txn = 0;
+		p2p->txlen = 0;
+		return;
+	}
+	if (p2p->txn > 1 && (errno == EIO || errno == EINVAL ||
+	    errno == EOPNOTSUPP || errno == ENOPROTOOPT)) {
+		log_info("p2p: UDP segmentation refused (%s): one datagram "
+		    "at a time", strerror(errno));
+		p2p->gso = 0;
+	} else if (p2p->txn > 1) {
+		p2p->tx_err += (unsigned long)p2p->txn;	/* EAGAIN, ... */
+		p2p->txn = 0;
+		p2p->txlen = 0;
+		return;
+	}
+	for (off = 0; off < p2p->txlen; off += n) {
+		n = p2p->txlen - off < p2p->txseg ? p2p->txlen - off :
+		    p2p->txseg;
+		udp_send(c, &p2p->txto, p2p->txb + off, n);
+	}
+	p2p->txn = 0;
+	p2p->txlen = 0;
+}
+
+/* Seal m (a FORWARD) for p into the batch; a datagram that cannot join
+ * it (another endpoint, larger, no room) sends the batch first, and a
+ * shorter one ends it. */
+static int p2p_batch(struct client *c, struct peer *p, const unsigned char *m,
+    size_t len)
+{
+	struct p2p *p2p = &c->p2p;
+	size_t n = len + PEER_OVERHEAD;
+	unsigned char *d;
+
+	if (n > PEER_GSO_MAX)
+		return 0;
+	if (p2p->txn > 0 && (!endpoint_eq(&p2p->txto, &p->real) ||
+	    n > p2p->txseg || p2p->txlen + n > PEER_GSO_MAX ||
+	    p2p->txn >= PEER_GSO_SEGS))
+		p2p_flush(c);
+	d = p2p->txb + p2p->txlen;
+	memcpy(d + PEER_OVERHEAD, m, len);
+	peer_seal(&p->key, &p->iv, d, len);
+	if (p2p->txn++ == 0) {
+		p2p->txseg = n;
+		p2p->txto = p->real;
+	}
+	p2p->txlen += n;
+	p->tx++;
+	if (n < p2p->txseg)
+		p2p_flush(c);
+	return 1;
+}
+/* <<< offload block */
+
 /*
  * PROTOCOL 6: through the relay's next hop if it is connected, else
  * straight to dst if it is.  The packet is sealed in place: FORWARD's type
@@ -1608,6 +1689,8 @@ int p2p_send(struct client *c, uint32_t dst, unsigned char *pkt, size_t len)
 	    p->state != PEER_CONNECTED))
 		return 0;
 	pkt[-1] = PMSG_FORWARD;
+	if (p2p->gso)
+		return p2p_batch(c, p, pkt - 1, len + 1);
 	n = peer_seal(&p->key, &p->iv, d, len + 1);
 	if (udp_send(c, &p->real, d, n) < 0) {
 		/* CTR mode: running it again gives the packet back, for the

@@ -36,6 +36,7 @@
 
 #if defined(__linux__)
 #include <net/route.h>
+#include <netinet/udp.h>
 #include <linux/fib_rules.h>
 #include <linux/netlink.h>
 #include <linux/rtnetlink.h>
@@ -49,6 +50,19 @@
 #ifndef IFF_NO_PI
 #define IFF_NO_PI	0x1000
 #endif
+#ifndef IFF_VNET_HDR
+#define IFF_VNET_HDR	0x4000
+#endif
+#ifndef TUNSETOFFLOAD
+#define TUNSETOFFLOAD	_IOW('T', 208, unsigned int)
+#endif
+#ifndef TUNSETVNETLE
+#define TUNSETVNETLE	_IOW('T', 220, int)
+#endif
+#define TUN_F_CSUM	0x01
+#define TUN_F_TSO4	0x02
+#define TUN_F_TSO_ECN	0x08
+#define TUN_F_USO4	0x20	/* Linux 6.2 */
 #elif defined(__APPLE__)
 #include <sys/kern_control.h>
 #include <sys/sockio.h>
@@ -160,8 +174,8 @@ static void linux_ipv6_off(const char *ifname)
 	close(fd);
 }
 
-/* see candy.h */
-int tun_open(const char *name, char *ifname)
+/* The device, plain or with the vnet header (flags). */
+static int linux_tun_open(const char *name, char *ifname, int flags)
 {
 	struct ifreq ifr;
 	int fd;
@@ -169,7 +183,7 @@ int tun_open(const char *name, char *ifname)
 	memset(&ifr, 0, sizeof(ifr));
 	if (name != NULL && ifr_init(&ifr, name) < 0)
 		return -1;
-	ifr.ifr_flags = IFF_TUN | IFF_NO_PI;
+	ifr.ifr_flags = (short)(IFF_TUN | IFF_NO_PI | flags);
 	if ((fd = open("/dev/net/tun", O_RDWR | O_NONBLOCK | O_CLOEXEC)) < 0)
 		return -1;
 	/* EBUSY here: another process has a device of that name open. */
@@ -182,6 +196,135 @@ int tun_open(const char *name, char *ifname)
 	linux_ipv6_off(ifname);
 	return fd;
 }
+
+/* see candy.h */
+int tun_open(const char *name, char *ifname)
+{
+	return linux_tun_open(name, ifname, 0);
+}
+
+/* >>> offload block (issue 11): the device with TSO and checksum offload */
+/*
+ * see candy.h.  The vnet header's 16-bit fields are in the CPU's order
+ * unless TUNSETVNETLE makes them little-endian (Linux 4.0): we ask for
+ * little-endian, and a kernel that refuses leaves the CPU's, which we
+ * then find out.  USO (UDP segmentation, Linux 6.2) is asked for first;
+ * an older kernel refuses the whole set, and gets it without.
+ */
+int tun_open_offload(const char *name, char *ifname, int *le)
+{
+	static const uint16_t one = 1;
+	int fd, on = 1;
+
+	if ((fd = linux_tun_open(name, ifname, IFF_VNET_HDR)) < 0)
+		return -1;
+	if (ioctl(fd, TUNSETVNETLE, &on) == 0)
+		*le = 1;
+	else
+		*le = *(const unsigned char *)&one == 1;
+	if (ioctl(fd, TUNSETOFFLOAD, (unsigned long)(TUN_F_CSUM | TUN_F_TSO4 |
+	    TUN_F_TSO_ECN | TUN_F_USO4)) < 0 &&
+	    ioctl(fd, TUNSETOFFLOAD, (unsigned long)(TUN_F_CSUM | TUN_F_TSO4 |
+	    TUN_F_TSO_ECN)) < 0) {
+		close_keep_errno(fd);
+		return -1;
+	}
+	return fd;
+}
+
+/* see candy.h */
+void udp_buffers_raise(int fd, int rcv, int snd)
+{
+	if (setsockopt(fd, SOL_SOCKET, SO_RCVBUFFORCE, &rcv, sizeof(rcv)) < 0)
+		setsockopt(fd, SOL_SOCKET, SO_RCVBUF, &rcv, sizeof(rcv));
+	if (setsockopt(fd, SOL_SOCKET, SO_SNDBUFFORCE, &snd, sizeof(snd)) < 0)
+		setsockopt(fd, SOL_SOCKET, SO_SNDBUF, &snd, sizeof(snd));
+}
+
+/* see candy.h */
+int udp_offload_on(int fd)
+{
+	int on = 1;
+
+	return setsockopt(fd, SOL_UDP, UDP_GRO, &on, sizeof(on)) == 0;
+}
+
+/* see candy.h */
+int udp_send_gso(int fd, const unsigned char *buf, size_t len, size_t seg,
+    uint32_t ip, uint16_t port)
+{
+	union {
+		struct cmsghdr c;
+		char b[CMSG_SPACE(sizeof(uint16_t))];
+	} u;
+	struct sockaddr_in sa;
+	struct msghdr mh;
+	struct iovec iov;
+	struct cmsghdr *cm;
+	uint16_t s = (uint16_t)seg;
+
+	memset(&sa, 0, sizeof(sa));
+	sa.sin_family = AF_INET;
+	sa.sin_addr.s_addr = htonl(ip);
+	sa.sin_port = htons(port);
+	iov.iov_base = (void *)buf;
+	iov.iov_len = len;
+	memset(&mh, 0, sizeof(mh));
+	memset(&u, 0, sizeof(u));
+	mh.msg_name = &sa;
+	mh.msg_namelen = sizeof(sa);
+	mh.msg_iov = &iov;
+	mh.msg_iovlen = 1;
+	mh.msg_control = u.b;
+	mh.msg_controllen = sizeof(u.b);
+	cm = CMSG_FIRSTHDR(&mh);
+	cm->cmsg_level = SOL_UDP;
+	cm->cmsg_type = UDP_SEGMENT;
+	cm->cmsg_len = CMSG_LEN(sizeof(s));
+	memcpy(CMSG_DATA(cm), &s, sizeof(s));
+	return sendmsg(fd, &mh, 0) == (ssize_t)len ? 0 : -1;
+}
+
+/* see candy.h */
+ssize_t udp_recv_gro(int fd, unsigned char *buf, size_t len, uint32_t *ip,
+    uint16_t *port, size_t *seg)
+{
+	union {
+		struct cmsghdr c;
+		char b[CMSG_SPACE(sizeof(int))];
+	} u;
+	struct sockaddr_in sa;
+	struct msghdr mh;
+	struct iovec iov;
+	struct cmsghdr *cm;
+	ssize_t n;
+	int g;
+
+	iov.iov_base = buf;
+	iov.iov_len = len;
+	memset(&mh, 0, sizeof(mh));
+	memset(&sa, 0, sizeof(sa));
+	mh.msg_name = &sa;
+	mh.msg_namelen = sizeof(sa);
+	mh.msg_iov = &iov;
+	mh.msg_iovlen = 1;
+	mh.msg_control = u.b;
+	mh.msg_controllen = sizeof(u.b);
+	if ((n = recvmsg(fd, &mh, 0)) < 0)
+		return -1;
+	*ip = sa.sin_family == AF_INET ? ntohl(sa.sin_addr.s_addr) : 0;
+	*port = ntohs(sa.sin_port);
+	*seg = (size_t)n;
+	for (cm = CMSG_FIRSTHDR(&mh); cm != NULL; cm = CMSG_NXTHDR(&mh, cm))
+		if (cm->cmsg_level == SOL_UDP && cm->cmsg_type == UDP_GRO &&
+		    cm->cmsg_len >= CMSG_LEN(sizeof(g))) {
+			memcpy(&g, CMSG_DATA(cm), sizeof(g));
+			if (g > 0 && (size_t)g < *seg)
+				*seg = (size_t)g;
+		}
+	return n;
+}
+/* <<< offload block */
 
 static int if_addr_set(int s, const char *ifname, unsigned long req,
     uint32_t ip)
@@ -953,6 +1096,47 @@ void tun_close(int fd, const char *ifname)
 	tun_destroy(ifname);
 #endif
 }
+/* see candy.h: offloads are Linux's. */
+int tun_open_offload(const char *name, char *ifname, int *le)
+{
+	errno = EOPNOTSUPP;
+	return -1;
+}
+
+void udp_buffers_raise(int fd, int rcv, int snd)
+{
+	setsockopt(fd, SOL_SOCKET, SO_RCVBUF, &rcv, sizeof(rcv));
+	setsockopt(fd, SOL_SOCKET, SO_SNDBUF, &snd, sizeof(snd));
+}
+
+int udp_offload_on(int fd)
+{
+	return 0;
+}
+
+int udp_send_gso(int fd, const unsigned char *buf, size_t len, size_t seg,
+    uint32_t ip, uint16_t port)
+{
+	errno = EOPNOTSUPP;
+	return -1;
+}
+
+ssize_t udp_recv_gro(int fd, unsigned char *buf, size_t len, uint32_t *ip,
+    uint16_t *port, size_t *seg)
+{
+	struct sockaddr_in sa;
+	socklen_t salen = sizeof(sa);
+	ssize_t n;
+
+	memset(&sa, 0, sizeof(sa));
+	if ((n = recvfrom(fd, buf, len, 0, (struct sockaddr *)&sa,
+	    &salen)) < 0)
+		return -1;
+	*ip = sa.sin_family == AF_INET ? ntohl(sa.sin_addr.s_addr) : 0;
+	*port = ntohs(sa.sin_port);
+	*seg = (size_t)n;
+	return n;
+}
 #endif	/* macOS and the BSDs */
 
 /* ---- Packets, every OS. ---- */
@@ -1023,6 +1207,34 @@ int tun_write(int fd, const unsigned char *pkt, size_t len)
 	if (n >= 0 || errno == EAGAIN || errno == EWOULDBLOCK ||
 	    errno == ENOBUFS || errno == EINTR)
 		return 0;	/* sent, or dropped for want of room */
+	return -1;
+}
+
+/* see candy.h */
+ssize_t tun_read_vnet(int fd, unsigned char *buf, size_t len)
+{
+	ssize_t n;
+
+	if ((n = read(fd, buf, len)) >= 0)
+		return n;
+	return errno == EAGAIN || errno == EWOULDBLOCK || errno == EINTR ?
+	    0 : -1;
+}
+
+/* see candy.h */
+int tun_write_vnet(int fd, const unsigned char *vh, const unsigned char *pkt,
+    size_t len)
+{
+	static const unsigned char zero[TUN_VNET_LEN];
+	struct iovec iov[2];
+
+	iov[0].iov_base = (void *)(vh != NULL ? vh : zero);
+	iov[0].iov_len = TUN_VNET_LEN;
+	iov[1].iov_base = (void *)pkt;
+	iov[1].iov_len = len;
+	if (writev(fd, iov, 2) >= 0 || errno == EAGAIN ||
+	    errno == EWOULDBLOCK || errno == ENOBUFS || errno == EINTR)
+		return 0;
 	return -1;
 }
 

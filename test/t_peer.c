@@ -214,6 +214,9 @@ static void tc_init(struct tc *t, uint32_t addr, uint32_t lan, int route)
 	    (unsigned)stun_port);
 	t->cfg.localhost = lan;
 	t->cfg.route = route;
+	/* The plain path, datagram by datagram; the batches (UDP_SEGMENT,
+	 * UDP_GRO) are tested on their own. */
+	t->cfg.no_offload = 1;
 	t->cfg.mtu = 1400;
 	t->c.cfg = &t->cfg;
 	if (socketpair(AF_UNIX, SOCK_DGRAM, 0, t->tun) < 0) {
@@ -295,6 +298,62 @@ static void pump(int stun_answers)
 			moved++;
 		}
 	}
+}
+
+/*
+ * Issue 11: with UDP_SEGMENT on A's side and UDP_GRO on B's, packets
+ * batched by p2p_send leave at p2p_flush and arrive each whole, each
+ * through the replay check (a replayed batch is refused whole).
+ */
+static void gso_check(struct peer *pa, struct peer *pb)
+{
+	static unsigned char buf[3][PKT_HEADROOM + 1500], ref[1500];
+	static unsigned char got[2048], again[PEER_GSO_MAX];
+	unsigned long rx = pb->rx, replay = tb.c.p2p.rx_replay;
+	size_t len[3] = { 1400, 1400, 900 }, ok = 0, i;
+	ssize_t r;
+
+	if (!udp_offload_on(tb.c.p2p.udp_fd) ||
+	    (ta.c.p2p.txb = malloc(PEER_GSO_MAX)) == NULL) {
+		CHECK(1, "peer: UDP GSO/GRO (not on this system)");
+		return;
+	}
+	ta.c.p2p.gso = tb.c.p2p.gro = 1;
+	for (i = 0; i < 3; i++) {
+		memset(buf[i], 0, sizeof(buf[i]));
+		unhex(vec_ping, buf[i] + PKT_HEADROOM, 128);
+		put16(buf[i] + PKT_HEADROOM + 2, (uint16_t)len[i]);
+		buf[i][PKT_HEADROOM + len[i] - 1] = (unsigned char)i;
+		if (i == 2) {
+			CHECK(ta.c.p2p.txn == 2 && ta.c.p2p.txlen == 2 * 1429,
+			    "peer: GSO: two datagrams batched, none sent");
+			memcpy(again, ta.c.p2p.txb, ta.c.p2p.txlen);
+		}
+		p2p_send(&ta.c, B_ADDR, buf[i] + PKT_HEADROOM, len[i]);
+	}
+	CHECK(ta.c.p2p.txn == 0,
+	    "peer: GSO: a shorter third ends the batch: sent");
+	p2p_flush(&ta.c);
+	pump(1);
+	for (i = 0; i < 3; i++) {
+		r = recv(tb.tun[1], got, sizeof(got), MSG_DONTWAIT);
+		memset(ref, 0, sizeof(ref));
+		unhex(vec_ping, ref, 128);
+		put16(ref + 2, (uint16_t)len[i]);
+		ref[len[i] - 1] = (unsigned char)i;
+		ok += r == (ssize_t)len[i] && memcmp(got, ref, len[i]) == 0;
+	}
+	CHECK(ok == 3 && pb->rx == rx + 3 && ta.c.p2p.txn == 0,
+	    "peer: GSO/GRO: one send, three packets whole on B's TUN");
+	udp_send_gso(ta.c.p2p.udp_fd, again, 2 * 1429, 1429, LOOPBACK,
+	    tb.c.p2p.port);
+	pump(1);
+	CHECK(recv(tb.tun[1], got, sizeof(got), MSG_DONTWAIT) < 0 &&
+	    tb.c.p2p.rx_replay == replay + 2 && pb->rx == rx + 3,
+	    "peer: GRO: two of them again: 2 replays, none delivered");
+	ta.c.p2p.gso = 0;
+	free(ta.c.p2p.txb);
+	ta.c.p2p.txb = NULL;
 }
 
 /* One second passes: each client ticks, then everything arrives. */
@@ -563,6 +622,7 @@ static void test_peer_handshake(void)
 	    memcmp(pkt, ref, n) == 0,
 	    "peer: failed UDP send gives the packet back intact");
 	pa->real.port = tb.c.p2p.port;
+	gso_check(pa, pb);
 
 	/* B goes quiet: 3 s without a heartbeat and A falls back. */
 	tb.on = 0;
