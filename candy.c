@@ -2759,6 +2759,8 @@ void client_flush(struct client *c)
 	p2p_flush(c);
 	if (c->gro == NULL || (n = tun_gro_take(c->gro, c->vnet_le, &p)) == 0)
 		return;
+	if (p[1] != TUN_GSO_NONE)
+		c->gro_out++;
 	if (tun_write_vnet(c->tun_fd, p, p + TUN_VNET_LEN, n - TUN_VNET_LEN) < 0)
 		c->dropped++;
 }
@@ -3510,6 +3512,8 @@ static void session_tun_input_offload(struct session *s)
 				    h.gso_size);
 			continue;
 		}
+		if (h.gso_type != TUN_GSO_NONE)
+			s->c.seg_cut++;
 		while ((n = tun_seg_next(&g, pkt, PKT_MAX - IPV4_HDR_LEN - 1)) > 0)
 			client_route(&s->c, pkt, n, 0);
 	}
@@ -3595,6 +3599,13 @@ static void session_report(void *ctx, struct report *r)
 	    (int64_t)c->ipip_refused, NULL);
 	report_str(r, "full_tunnel", "full tunnel via",
 	    c->full_gw != 0 ? ip_str(c->full_gw, gw) : NULL);
+	report_str(r, "offload", "offload", c->offload ? "on" : "off");
+	report_num(r, "offload_refused", "super-packets refused",
+	    (int64_t)c->seg_bad, NULL);
+	report_num(r, "offload_cut", "super-packets cut", (int64_t)c->seg_cut,
+	    NULL);
+	report_num(r, "offload_coalesced", "coalesced writes",
+	    (int64_t)c->gro_out, NULL);
 	p2p_report(r, c);
 	report_list(r, "sdwan_routes", "sdwan routes", 1);
 	for (i = 0; i < c->nroutes; i++) {

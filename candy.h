@@ -1132,6 +1132,8 @@ struct client {
 	int vnet_le;
 	struct tun_gro *gro;	/* allocated with the device; NULL: plain */
 	unsigned long seg_bad;	/* super-packets from the TUN refused */
+	unsigned long seg_cut;	/* super-packets cut into several */
+	unsigned long gro_out;	/* coalesced writes of several segments */
 };
 
 /*
