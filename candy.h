@@ -881,6 +881,7 @@ struct p2p {
 	size_t txlen, txseg;
 	int txn;
 	struct endpoint txto;
+	uint32_t txpeer;	/* whose key sealed them */
 	unsigned char ctl[PEER_OVERHEAD + 32];	/* our control datagrams */
 	/* Received datagrams, with headroom so that a FORWARD can be routed
 	 * on in place. */

@@ -1497,6 +1497,7 @@ void p2p_stop(struct client *c)
 
 	if (p2p->udp_fd < 0)
 		return;
+	p2p_flush(c);
 	peer_table_clear(p2p);
 	peer_key_wipe(&p2p->rxkey);
 	p2p->self = 0;
@@ -1601,6 +1602,24 @@ void p2p_saw_forward(struct client *c, uint32_t src)
 }
 
 /* >>> offload block (issue 11): UDP_SEGMENT batches */
+/* A sealed FORWARD of the batch, opened again (CTR mode), to the server:
+ * PMSG_FORWARD and MSG_FORWARD are the same byte. */
+static void batch_to_server(struct client *c, unsigned char *d, size_t n)
+{
+	struct peer *p = peer_lookup(c, c->p2p.txpeer);
+
+	if (p == NULL || n <= PEER_OVERHEAD + 1) {
+		c->dropped++;
+		return;
+	}
+	peer_open(&p->key, d, n);
+	p->tx--;
+	if (server_send(c, d + PEER_OVERHEAD, n - PEER_OVERHEAD) < 0)
+		c->dropped++;
+	else
+		c->tx_server++;
+}
+
 /* see candy.h.  A kernel or device that cannot segment turns GSO off:
  * the batch goes one datagram at a time, and so does all that follows. */
 void p2p_flush(struct client *c)
@@ -1621,16 +1640,14 @@ void p2p_flush(struct client *c)
 		log_info("p2p: UDP segmentation refused (%s): one datagram "
 		    "at a time", strerror(errno));
 		p2p->gso = 0;
-	} else if (p2p->txn > 1) {
-		p2p->tx_err += (unsigned long)p2p->txn;	/* EAGAIN, ... */
-		p2p->txn = 0;
-		p2p->txlen = 0;
-		return;
 	}
+	/* One by one; what still fails goes through the server, as a
+	 * packet p2p_send could not send would. */
 	for (off = 0; off < p2p->txlen; off += n) {
 		n = p2p->txlen - off < p2p->txseg ? p2p->txlen - off :
 		    p2p->txseg;
-		udp_send(c, &p2p->txto, p2p->txb + off, n);
+		if (udp_send(c, &p2p->txto, p2p->txb + off, n) < 0)
+			batch_to_server(c, p2p->txb + off, n);
 	}
 	p2p->txn = 0;
 	p2p->txlen = 0;
@@ -1648,7 +1665,7 @@ static int p2p_batch(struct client *c, struct peer *p, const unsigned char *m,
 
 	if (n > PEER_GSO_MAX)
 		return 0;
-	if (p2p->txn > 0 && (!endpoint_eq(&p2p->txto, &p->real) ||
+	if (p2p->txn > 0 && (p2p->txpeer != p->addr ||
 	    n > p2p->txseg || p2p->txlen + n > PEER_GSO_MAX ||
 	    p2p->txn >= PEER_GSO_SEGS))
 		p2p_flush(c);
@@ -1658,6 +1675,7 @@ static int p2p_batch(struct client *c, struct peer *p, const unsigned char *m,
 	if (p2p->txn++ == 0) {
 		p2p->txseg = n;
 		p2p->txto = p->real;
+		p2p->txpeer = p->addr;
 	}
 	p2p->txlen += n;
 	p->tx++;

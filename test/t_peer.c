@@ -311,6 +311,7 @@ static void gso_check(struct peer *pa, struct peer *pb)
 	static unsigned char got[2048], again[PEER_GSO_MAX];
 	unsigned long rx = pb->rx, replay = tb.c.p2p.rx_replay;
 	size_t len[3] = { 1400, 1400, 900 }, ok = 0, i;
+	int fwd;
 	ssize_t r;
 
 	if (!udp_offload_on(tb.c.p2p.udp_fd) ||
@@ -351,6 +352,15 @@ static void gso_check(struct peer *pa, struct peer *pb)
 	CHECK(recv(tb.tun[1], got, sizeof(got), MSG_DONTWAIT) < 0 &&
 	    tb.c.p2p.rx_replay == replay + 2 && pb->rx == rx + 3,
 	    "peer: GRO: two of them again: 2 replays, none delivered");
+	/* A batch the kernel will not send goes through the server. */
+	fwd = ta.sent[MSG_FORWARD];
+	pa->real.port = 0;
+	for (i = 0; i < 2; i++)
+		p2p_send(&ta.c, B_ADDR, buf[i] + PKT_HEADROOM, len[i]);
+	p2p_flush(&ta.c);
+	pa->real.port = tb.c.p2p.port;
+	CHECK(ta.sent[MSG_FORWARD] == fwd + 2,
+	    "peer: GSO: a batch that cannot be sent goes through the server");
 	ta.c.p2p.gso = 0;
 	free(ta.c.p2p.txb);
 	ta.c.p2p.txb = NULL;
