@@ -944,6 +944,22 @@ static void tcp_nodelay(int fd)
 	setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &on, sizeof(on));
 }
 
+/*
+ * The client's connection to the server: the kernel keeps at most
+ * SERVER_NOTSENT_LOWAT bytes not yet sent; the rest waits in our own
+ * bounded queue, which stops the TUN reads when full, so that a ping
+ * waits behind little bulk (issue 11).
+ */
+#define SERVER_NOTSENT_LOWAT	(64 * 1024)
+static void tcp_notsent_lowat(int fd)
+{
+#ifdef TCP_NOTSENT_LOWAT
+	int v = SERVER_NOTSENT_LOWAT;
+
+	setsockopt(fd, IPPROTO_TCP, TCP_NOTSENT_LOWAT, &v, sizeof(v));
+#endif
+}
+
 static void sockaddr_str(const struct sockaddr *sa, char *buf, size_t len)
 {
 	char host[INET6_ADDRSTRLEN] = "?";
@@ -3035,6 +3051,7 @@ static void session_connected(struct session *s)
 	freeaddrinfo(s->ai_list);
 	s->ai_list = s->ai_next = NULL;
 	tcp_nodelay(s->fd);
+	tcp_notsent_lowat(s->fd);
 	s->server_ip = socket_peer_ip4(s->fd);
 	if (s->tls != NULL &&
 	    (tls = tls_client_new(s->tls, s->uri.host)) == NULL) {

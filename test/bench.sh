@@ -50,12 +50,30 @@ echo "# server 10.77.0.1, client ca $A, client cb $B (relayed by the server)"
 
 # ---- Sections ----
 
+# loaded_ping NS DST OUT: ping DST from NS in the background, every 0.1 s
+# while a bulk transfer runs; loaded_ping_result NAME reports its
+# average (a ping must not wait behind a bulk flow: issue 11).
+loaded_ping() {
+	bg_run "$1" "$3" ping -n -q -i 0.1 -w "$((SECS - 1))" -W 2 "$2"
+	LOADED_PING_PID=$BG_PID
+}
+
+loaded_ping_result() {
+	wait "$LOADED_PING_PID" 2>/dev/null
+	result "$1" "$(awk -F/ '/^rtt|^round-trip/ { print $5 }' "$2")" ms
+	loss=$(sed -n 's/.* \([0-9.]*\)% packet loss.*/\1/p' "$2")
+	[ "${loss:-0}" = 0 ] || result "$1 loss" "$loss" %
+}
+
 # Throughput: iperf3 TCP, ca -> cb, then cb -> ca (reverse).
 bench_throughput() {
 	bg_run cb "$T/iperf3-server.log" iperf3 -s -B "$B"
 	wait_until 5 eval "nsx cb ss -ltn | grep -q ':5201'"
 	for dir in "" -R; do
+		[ -n "$dir" ] || loaded_ping ca "$B" "$T/ping-load.out"
 		nsx ca iperf3 -c "$B" -t "$SECS" -f m $dir >"$T/iperf3.out" 2>&1
+		[ -n "$dir" ] || loaded_ping_result \
+		    "latency ca->cb ping under load" "$T/ping-load.out"
 		mbit=$(awk '/receiver/ { for (i = 1; i < NF; i++)
 		    if ($(i + 1) == "Mbits/sec") v = $i } END { print v }' \
 		    "$T/iperf3.out")
@@ -119,7 +137,10 @@ bench_p2p() {
 	fi
 	bg_run pb "$T/iperf3-p2p.log" iperf3 -s -B "$PB"
 	wait_until 5 eval "nsx pb ss -ltn | grep -q ':5201'"
+	loaded_ping pa "$PB" "$T/ping-load-p2p.out"
 	nsx pa iperf3 -c "$PB" -t "$SECS" -f m >"$T/iperf3.out" 2>&1
+	loaded_ping_result "latency pa->pb ping under load" \
+	    "$T/ping-load-p2p.out"
 	mbit=$(awk '/receiver/ { for (i = 1; i < NF; i++)
 	    if ($(i + 1) == "Mbits/sec") v = $i } END { print v }' \
 	    "$T/iperf3.out")
