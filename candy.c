@@ -1072,6 +1072,13 @@ static int ip_is_broadcast(uint32_t ip, const struct cidr *net)
 #define PENDING_PER_SOURCE	16
 #define EVICT_SCAN		64	/* pending connections looked at */
 /*
+ * Until it authenticates, a connection sends AUTH, VMAC, EXPTTUN and
+ * pings, a few hundred bytes each: it is held to the existing server's
+ * own frame size and to its base-size buffers (ws_limit), so that the
+ * pending slots cannot pin 64 KiB frames and pongs each.
+ */
+#define PENDING_MSG_MAX		1500
+/*
  * Every AUTH, VMAC and EXPTTUN accepted is remembered until its timestamp
  * leaves the window, so that it cannot be replayed: REPLAY_PER_SLOT per
  * connection slot, at least REPLAY_MIN.  A client sends at most three per
@@ -1294,6 +1301,7 @@ static void pending_add(struct server *s, struct conn *c)
 	s->pend_tail = c;
 	s->npending++;
 	src_inc(s, c->src);
+	ws_limit(&c->ws, PENDING_MSG_MAX, WS_OUT_BASE);
 }
 
 static void pending_del(struct server *s, struct conn *c)
@@ -1311,6 +1319,7 @@ static void pending_del(struct server *s, struct conn *c)
 		s->pend_tail = c->pend_prev;
 	s->npending--;
 	src_dec(s, c->src);
+	ws_limit(&c->ws, WS_MSG_MAX, WS_OUT_SERVER_MAX);
 }
 
 /* The connection was read or sent to: flush it and recompute its poll

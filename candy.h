@@ -256,6 +256,7 @@ struct ws {
 	int msgop;			/* its opcode; -1 when none is open */
 	unsigned char *out;	/* frames not yet written; NULL: none yet */
 	size_t outsize, outmax;	/* allocated; the most it may grow to */
+	size_t msgmax;		/* the largest message taken (ws_limit) */
 	size_t outpos, outlen;
 	int lent;		/* ws_read's last message may be in use */
 	int64_t big_ms;			/* a buffer last needed more than base */
@@ -297,6 +298,14 @@ int ws_flush(struct ws *w);
  * more than their payload). */
 size_t ws_queued(const struct ws *w);
 size_t ws_room(const struct ws *w);
+/*
+ * Change the largest message w takes (at most WS_MSG_MAX, the default; a
+ * larger frame or message finishes the connection) and the most its
+ * output queue may hold (frames past it are dropped): the server keeps a
+ * connection that has not authenticated within its base-size buffers.
+ * Neither goes below what w already holds.
+ */
+void ws_limit(struct ws *w, size_t msgmax, size_t outmax);
 /* Shrink the buffers that are empty and have not needed more than their
  * base size for WS_TRIM_MS.  ws_read and ws_flush do it too: call it now
  * and then for a connection that is neither read nor flushed. */

@@ -479,6 +479,16 @@ void ws_trim(struct ws *w)
 }
 
 /* see candy.h */
+void ws_limit(struct ws *w, size_t msgmax, size_t outmax)
+{
+	if (msgmax > WS_MSG_MAX)
+		msgmax = WS_MSG_MAX;
+	/* Never below what is already held: the room left is unsigned. */
+	w->msgmax = msgmax > w->msglen ? msgmax : w->msglen;
+	w->outmax = outmax > ws_queued(w) ? outmax : ws_queued(w);
+}
+
+/* see candy.h */
 size_t ws_queued(const struct ws *w)
 {
 	return w->outlen - w->outpos;
@@ -575,6 +585,7 @@ static void ws_init(struct ws *w, int fd, struct tls *tls, int client)
 	w->out = NULL;
 	w->outsize = 0;
 	w->outmax = client ? WS_OUT_CLIENT_MAX : WS_OUT_SERVER_MAX;
+	w->msgmax = WS_MSG_MAX;
 	w->outpos = w->outlen = 0;
 	w->lent = 0;
 	w->big_ms = 0;
@@ -795,9 +806,9 @@ static int frame_take(struct ws *w, const struct ws_frame *f,
 			log_warnx("WebSocket continuation without a message");
 			return -1;
 		}
-		if (n > WS_MSG_MAX - w->msglen) {
-			log_warnx("fragmented WebSocket message exceeds %d "
-			    "bytes", WS_MSG_MAX);
+		if (n > w->msgmax - w->msglen) {
+			log_warnx("fragmented WebSocket message exceeds %zu "
+			    "bytes", w->msgmax);
 			return -1;
 		}
 		msg_slide(w, start, start + f->hdrlen);
@@ -858,13 +869,13 @@ static int frame_next(struct ws *w, unsigned char **msg, size_t *len,
 	}
 	/* XXX: lenient on control frames: §5.5 limits them to 125 bytes,
 	 * but the existing server pads its pong to 1500 bytes.  Every frame
-	 * is held to WS_MSG_MAX, and must fit in the input buffer behind
-	 * the fragmented message it interrupts or continues. */
-	if (f.paylen > WS_MSG_MAX ||
+	 * is held to msgmax, and must fit in the input buffer behind the
+	 * fragmented message it interrupts or continues. */
+	if (f.paylen > w->msgmax ||
 	    f.hdrlen + f.paylen > WS_BUF_MAX - w->msglen) {
-		if (f.paylen > WS_MSG_MAX)
-			log_warnx("WebSocket frame of %llu bytes exceeds %d",
-			    (unsigned long long)f.paylen, WS_MSG_MAX);
+		if (f.paylen > w->msgmax)
+			log_warnx("WebSocket frame of %llu bytes exceeds %zu",
+			    (unsigned long long)f.paylen, w->msgmax);
 		else
 			log_warnx("WebSocket frame of %llu bytes exceeds the "
 			    "%d left behind a fragmented message",
@@ -930,7 +941,7 @@ int ws_pending(const struct ws *w)
 	if (w->state == WS_OPEN && w->in != NULL) {
 		/* A bad frame counts: ws_read will report it. */
 		r = ws_frame_parse(w->in + w->inpos, avail, &f);
-		if (r == WS_BAD || (r == WS_DONE && (f.paylen > WS_MSG_MAX ||
+		if (r == WS_BAD || (r == WS_DONE && (f.paylen > w->msgmax ||
 		    f.hdrlen + f.paylen > WS_BUF_MAX - w->msglen ||
 		    avail >= f.hdrlen + f.paylen)))
 			return 1;

@@ -185,6 +185,20 @@ else
 	fail "python3 for the raw WebSocket tests (make deps installs it)"
 fi
 
+# ---- Frames before AUTH: small ----
+
+# A stranger's 2000-byte ping (larger than any message before AUTH, and
+# than the existing server's frames) ends its connection: the pending
+# slots keep to their base-size buffers.  After AUTH it is answered.
+if [ -n "$HAVE_PY" ]; then
+	wsc raw bigping $SRV 8080 $PW $NET.63 >"$T/bigping.out" 2>&1
+	sed 's/^/#   /' "$T/bigping.out"
+	check "a 2000-byte frame before AUTH closes the connection" \
+	    grep -qx "stranger: closed" "$T/bigping.out"
+	check "a 2000-byte ping after AUTH is answered" \
+	    grep -qx "client: pong" "$T/bigping.out"
+fi
+
 # ---- Two hosts ask for the same free address at the same moment ----
 
 if [ -n "$HAVE_PY" ]; then

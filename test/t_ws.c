@@ -841,6 +841,45 @@ static void test_buffers(void)
 	fake_now_ms = 0;
 	pair_close(&wa, peer);
 
+	/* ws_limit (a server's connection before AUTH): messages up to the
+	 * limit, in fragments too, within the base-size buffers; one byte
+	 * more finishes the connection; pongs past the queue's limit are
+	 * dropped. */
+	pair_open(&wa, &peer, 0, 1);
+	ws_limit(&wa, 1500, WS_OUT_BASE);
+	n = client_frame(frame, WS_BINARY, 0, big, 1000);
+	n += client_frame(frame + n, WS_CONT, 1, big + 1000, 500);
+	feed(peer, frame, n);
+	CHECK(read_msg(&wa, &m, &len) == 1 && len == 1500 &&
+	    memcmp(m, big, len) == 0 && wa.insize == WS_IN_BASE,
+	    "ws_limit: a 1500-byte message in two fragments, base buffer");
+	for (i = 0, n = 0; i < 4; i++)
+		n += client_frame(frame + n, WS_PING, 1, big, 1500);
+	feed(peer, frame, n);
+	CHECK(read_msg(&wa, &m, &len) == 0 && wa.outsize == WS_OUT_BASE &&
+	    ws_queued(&wa) <= WS_OUT_BASE && wa.dropped >= 1,
+	    "ws_limit: pongs stop at the queue's limit");
+	n = client_frame(frame, WS_BINARY, 0, big, 1000);
+	n += client_frame(frame + n, WS_CONT, 1, big + 1000, 501);
+	feed(peer, frame, n);
+	CHECK(read_msg(&wa, &m, &len) == -1 && wa.insize == WS_IN_BASE,
+	    "ws_limit: a 1501-byte message finishes the connection");
+	pair_close(&wa, peer);
+	pair_open(&wa, &peer, 0, 1);
+	ws_limit(&wa, 1500, WS_OUT_BASE);
+	feed(peer, frame, client_frame(frame, WS_PING, 1, big, 1501));
+	CHECK(read_msg(&wa, &m, &len) == -1 && wa.insize <= WS_IN_BASE,
+	    "ws_limit: a 1501-byte ping finishes the connection");
+	pair_close(&wa, peer);
+	pair_open(&wa, &peer, 0, 1);
+	ws_limit(&wa, 1500, WS_OUT_BASE);
+	ws_limit(&wa, WS_MSG_MAX + 1, WS_OUT_SERVER_MAX);
+	feed(peer, frame, client_frame(frame, WS_BINARY, 1, big, WS_MSG_MAX));
+	CHECK(read_msg(&wa, &m, &len) == 1 && len == WS_MSG_MAX &&
+	    wa.msgmax == WS_MSG_MAX && wa.outmax == WS_OUT_SERVER_MAX,
+	    "ws_limit: raised again (never past WS_MSG_MAX)");
+	pair_close(&wa, peer);
+
 	/* A client reads with a full-size buffer from the start. */
 	pair_open(&wa, &peer, 1, 1);
 	feed_hex(peer, "820141");

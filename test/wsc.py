@@ -23,6 +23,9 @@
 #       never authenticated, reopening those the server closes, for SECS;
 #       then wait up to 30 s for the server to close the rest.  Prints what
 #       happened ("opened N refused N ... left 0")
+#   bigping HOST PORT PW IP              a 2000-byte ping before AUTH (the
+#       server closes the connection) and after it (answered); prints
+#       "stranger: closed|open" and "client: pong|closed"
 #   many HOST PORT PW N CIDR16 [HOLD]     authenticate N connections as
 #       N addresses of CIDR16 (a /16), one after the other; print
 #       "accepted N" for those still open 3 s after the last, then keep
@@ -232,6 +235,26 @@ def cmd_slow(host, port, pw, ip, secs):
         time.sleep(2)
     print("open")
     return 0
+
+
+def cmd_bigping(host, port, pw, ip):
+    big = os.urandom(2000)
+    c = Conn(host, port)
+    c.send(big, opcode=9)
+    stranger = c.closed_within(3)
+    print("stranger: " + ("closed" if stranger else "open"))
+    c, _ = login(host, port, pw, ip)
+    c.send(big, opcode=9)
+    deadline = time.time() + 5
+    pong = False
+    try:
+        while not pong:
+            op, p = c.frame(deadline)
+            pong = op == 10 and p == big
+    except (socket.timeout, EOFError, OSError):
+        pass
+    print("client: " + ("pong" if pong else "closed"))
+    return 0 if stranger and pong else 1
 
 
 def cmd_ipip(host, port, pw, me, src, dst):
@@ -525,6 +548,8 @@ def main(argv):
         return cmd_ipip(args[0], args[1], pw, *args[3:6])
     if cmd == "many":
         return cmd_many(args[0], args[1], pw, *args[3:6])
+    if cmd == "bigping":
+        return cmd_bigping(args[0], args[1], pw, args[3])
     if cmd == "slow":
         return cmd_slow(args[0], args[1], pw, args[3], args[4])
     return 64
