@@ -1200,7 +1200,8 @@ static void map_put(struct server *s, uint32_t addr, struct conn *c)
 	s->map[i].conn = c;
 }
 
-/* Linear probing without tombstones: shift later entries back. */
+/* Linear probing without tombstones: shift later entries back
+ * (probe_may_fill). */
 static void map_del(struct server *s, uint32_t addr)
 {
 	size_t mask = s->mapsize - 1, i = map_home(s, addr), j;
@@ -1214,7 +1215,7 @@ static void map_del(struct server *s, uint32_t addr)
 		size_t home = map_home(s, s->map[j].addr);
 
 		/* Move j to the hole i unless its home lies in (i, j]. */
-		if (i <= j ? (home <= i || home > j) : (home <= i && home > j)) {
+		if (probe_may_fill(i, j, home)) {
 			s->map[i] = s->map[j];
 			s->map[j].conn = NULL;
 			i = j;
@@ -1279,7 +1280,7 @@ static void src_dec(struct server *s, const unsigned char *key)
 	for (j = (i + 1) & mask; s->srcs[j].n != 0; j = (j + 1) & mask) {
 		size_t home = src_home(s, s->srcs[j].key);
 
-		if (i <= j ? (home <= i || home > j) : (home <= i && home > j)) {
+		if (probe_may_fill(i, j, home)) {
 			s->srcs[i] = s->srcs[j];
 			s->srcs[j].n = 0;
 			i = j;
@@ -1439,7 +1440,7 @@ static void replay_drop_oldest(struct replay *r)
 	for (j = (i + 1) & mask; r->index[j] != 0; j = (j + 1) & mask) {
 		size_t home = replay_home(r, r->ring[r->index[j] - 1].hash);
 
-		if (i <= j ? (home <= i || home > j) : (home <= i && home > j)) {
+		if (probe_may_fill(i, j, home)) {
 			r->index[i] = r->index[j];
 			r->index[j] = 0;
 			i = j;

@@ -67,6 +67,19 @@ static inline void put64(unsigned char *p, uint64_t v)
 	put32(p + 4, (uint32_t)v);
 }
 
+/*
+ * The open-addressing tables (server connections, sources and replays,
+ * peers) probe linearly and delete without tombstones (Knuth 6.4,
+ * algorithm R): once an entry leaves a hole, each later entry j of the
+ * run, whose home slot is home, moves into the hole unless home lies
+ * cyclically in (hole, j], where a lookup would then miss it.
+ */
+static inline int probe_may_fill(size_t hole, size_t j, size_t home)
+{
+	return hole <= j ? home <= hole || home > j :
+	    home <= hole && home > j;
+}
+
 /* ---- Logging and time (candy.c). ---- */
 
 void log_init(int debug, int timestamps);

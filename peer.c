@@ -443,9 +443,7 @@ static void peer_remove(struct client *c, size_t slot)
 	for (j = index_next(p2p, i); p2p->index[j] != 0;
 	    j = index_next(p2p, j)) {
 		k = peer_hash(p2p, p2p->peers[p2p->index[j] - 1].addr);
-		/* Entry j stays unless its home k lies cyclically in
-		 * (i, j]: then slot i would break its run. */
-		if (i <= j ? (i < k && k <= j) : (i < k || k <= j))
+		if (!probe_may_fill(i, j, k))
 			continue;
 		p2p->index[i] = p2p->index[j];
 		i = j;

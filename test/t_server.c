@@ -242,8 +242,41 @@ static void test_log_limit(void)
 	fclose(f);
 }
 
+/* Deletion in the linear-probing tables, a run of 8 slots: which later
+ * entries may fill the hole, across the end of the table too. */
+static void test_probe_may_fill(void)
+{
+	static const struct {
+		size_t hole, j, home;
+		int fill;
+	} t[] = {
+		{ 2, 5, 2, 1 },	/* home at the hole */
+		{ 2, 5, 1, 1 },	/* home before it */
+		{ 2, 5, 3, 0 },	/* home in (hole, j] */
+		{ 2, 5, 5, 0 },
+		{ 2, 5, 6, 1 },	/* home past j: it wrapped round */
+		{ 6, 1, 6, 1 },	/* the run wraps: hole 6, j 1 */
+		{ 6, 1, 5, 1 },
+		{ 6, 1, 7, 0 },
+		{ 6, 1, 0, 0 },
+		{ 6, 1, 1, 0 },
+		{ 6, 1, 2, 1 },
+	};
+	size_t i;
+	int ok = 1;
+
+	for (i = 0; i < sizeof(t) / sizeof(t[0]); i++)
+		if (probe_may_fill(t[i].hole, t[i].j, t[i].home) != t[i].fill) {
+			printf("# hole %zu j %zu home %zu: want %d\n", t[i].hole,
+			    t[i].j, t[i].home, t[i].fill);
+			ok = 0;
+		}
+	CHECK(ok, "probe_may_fill: which entries move into a hole, wrapped too");
+}
+
 void test_server(void)
 {
+	test_probe_may_fill();
 	test_server_limits();
 	test_server_max_clients();
 	test_server_replay();
