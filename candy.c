@@ -1751,15 +1751,18 @@ static int server_forward(struct server *s, struct conn *c, unsigned char *m,
 	if (src != c->addr && !cfg->no_source_check &&
 	    !sdwan_behind(cfg, src, c->addr)) {
 		s->spoofed++;
-		log_debug("dropped packet from %s claiming source %s",
-		    ip_str(c->addr, a), ip_str(src, b));
+		/* Per packet: no address text unless it is logged. */
+		if (log_debug_on)
+			log_debug("dropped packet from %s claiming source %s",
+			    ip_str(c->addr, a), ip_str(src, b));
 		return 0;
 	}
 	if (pkt[9] == 4 && !cfg->no_source_check &&
 	    !server_ipip_ok(cfg, c->addr, pkt, len - 1)) {
 		s->spoofed++;
-		log_debug("dropped IP-in-IP from %s: inner source not its own",
-		    ip_str(c->addr, a));
+		if (log_debug_on)
+			log_debug("dropped IP-in-IP from %s: inner source not "
+			    "its own", ip_str(c->addr, a));
 		return 0;
 	}
 	if ((to = map_get(s, dst)) != NULL) {
@@ -1769,7 +1772,8 @@ static int server_forward(struct server *s, struct conn *c, unsigned char *m,
 		server_broadcast(s, c, m, len);
 	} else {
 		s->dropped++;
-		log_debug("no client for %s", ip_str(dst, a));
+		if (log_debug_on)
+			log_debug("no client for %s", ip_str(dst, a));
 	}
 	return 0;
 }
