@@ -1957,6 +1957,7 @@ static void server_admit(struct server *s, int fd,
 	}
 	fd_nonblock(fd);
 	tcp_nodelay(fd);
+	tcp_notsent_lowat(fd);
 	c->since_ms = now_ms();
 	memcpy(c->from, from, sizeof(c->from));
 	memcpy(c->src, key, sizeof(c->src));

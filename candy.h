@@ -743,7 +743,7 @@ enum peer_msg_type {
 #define PEER_DGRAM_MAX	65536	/* receive buffer: any UDP datagram */
 #define PEER_GSO_MAX	65000	/* bytes in one UDP_SEGMENT send */
 #define PEER_GSO_SEGS	64	/* datagrams in one (the kernel's limit) */
-#define PEER_RCVBUF	(4 << 20)	/* socket buffers, bytes */
+#define PEER_RCVBUF	(1 << 20)	/* socket buffers, bytes */
 #define PEER_SNDBUF	(1 << 20)
 
 /*
