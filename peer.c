@@ -1612,6 +1612,7 @@ static void batch_to_server(struct client *c, unsigned char *d, size_t n)
 	}
 	peer_open(&p->key, d, n);
 	p->tx--;
+	p->tx_bytes -= n - PEER_OVERHEAD - 1;
 	if (server_send(c, d + PEER_OVERHEAD, n - PEER_OVERHEAD) < 0)
 		c->dropped++;
 	else
@@ -1677,6 +1678,7 @@ static int p2p_batch(struct client *c, struct peer *p, const unsigned char *m,
 	}
 	p2p->txlen += n;
 	p->tx++;
+	p->tx_bytes += len - 1;	/* the packet, as p2p_send counts it */
 	if (n < p2p->txseg)
 		p2p_flush(c);
 	return 1;

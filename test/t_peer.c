@@ -310,6 +310,7 @@ static void gso_check(struct peer *pa, struct peer *pb)
 	static unsigned char buf[3][PKT_HEADROOM + 1500], ref[1500];
 	static unsigned char got[2048], again[PEER_GSO_MAX];
 	unsigned long rx = pb->rx, replay = tb.c.p2p.rx_replay;
+	uint64_t txb = pa->tx_bytes;
 	size_t len[3] = { 1400, 1400, 900 }, ok = 0, i;
 	int fwd;
 	ssize_t r;
@@ -346,6 +347,8 @@ static void gso_check(struct peer *pa, struct peer *pb)
 	}
 	CHECK(ok == 3 && pb->rx == rx + 3 && ta.c.p2p.txn == 0,
 	    "peer: GSO/GRO: one send, three packets whole on B's TUN");
+	CHECK(pa->tx_bytes == txb + 1400 + 1400 + 900,
+	    "peer: GSO: a batched packet counts its bytes sent (status)");
 	udp_send_gso(ta.c.p2p.udp_fd, again, 2 * 1429, 1429, LOOPBACK,
 	    tb.c.p2p.port);
 	pump(1);
@@ -359,7 +362,8 @@ static void gso_check(struct peer *pa, struct peer *pb)
 		p2p_send(&ta.c, B_ADDR, buf[i] + PKT_HEADROOM, len[i]);
 	p2p_flush(&ta.c);
 	pa->real.port = tb.c.p2p.port;
-	CHECK(ta.sent[MSG_FORWARD] == fwd + 2,
+	CHECK(ta.sent[MSG_FORWARD] == fwd + 2 &&
+	    pa->tx_bytes == txb + 1400 + 1400 + 900,
 	    "peer: GSO: a batch that cannot be sent goes through the server");
 	ta.c.p2p.gso = 0;
 	free(ta.c.p2p.txb);
