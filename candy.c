@@ -2866,10 +2866,13 @@ static void client_full_on(struct client *c, uint32_t gw, int local)
 
 	c->full_gw = gw;
 	c->full_local = local;
-	if (c->full_on)
+	/* Once a session: every 0.0.0.0/0 of every ROUTE would otherwise
+	 * try again, each try a round of netlink requests. */
+	if (c->full_on || c->full_failed)
 		return;
 	if (tun_full_tunnel(c->ifname, 1) < 0) {
 		log_warn("cannot route everything through %s", c->ifname);
+		c->full_failed = 1;
 		return;
 	}
 	c->full_on = 1;
@@ -2903,6 +2906,7 @@ static void client_routes_clear(struct client *c)
 	c->nroutes = 0;
 	if (c->full_gw != 0 && !c->full_local)
 		client_full_off(c);
+	c->full_failed = 0;
 }
 
 /*

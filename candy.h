@@ -1146,6 +1146,7 @@ struct client {
 	uint32_t full_gw;
 	int full_local;
 	int full_on;			/* tun_full_tunnel is in place */
+	int full_failed;	/* it failed: not tried again this session */
 	/* IP-in-IP whose inner source is neither the outer source nor
 	 * behind it by a route we hold: dropped (issue 8). */
 	unsigned long ipip_refused;

@@ -240,6 +240,53 @@ static void test_client_bad_grant(void)
 	}
 }
 
+/*
+ * A server pushing 0.0.0.0/0 again and again, where the full tunnel
+ * cannot be set up (here: no device): one try a session, not one round
+ * of netlink requests per route (the log, rate-limited, hid it).
+ */
+static void test_client_full_retry(void)
+{
+	static struct config cfg;
+	static unsigned char m[2][ROUTE_HDR_LEN + 20 * ROUTE_ENTRY_LEN];
+	struct sdwan_route e[20];
+	unsigned char *mp[2] = { m[0], m[1] };
+	size_t len[2], i;
+	FILE *f = tmpfile();
+	char line[256];
+	int saved = dup(2), n = 0;
+
+	if (f == NULL || saved < 0) {
+		CHECK(0, "full tunnel retry: a temporary file for stderr");
+		return;
+	}
+	cfg.mode = MODE_CLIENT;
+	strcpy(cfg.password, "pw");
+	cfg.has_tun = 1;
+	cfg.tun.addr = SELF;
+	cfg.tun.prefix = 24;
+	for (i = 0; i < 20; i++) {
+		e[i].dst = e[i].mask = 0;
+		e[i].next = (SELF & 0xffffff00) | 2;
+	}
+	len[0] = len[1] = msg_route_build(m[0], e, 20);
+	memcpy(m[1], m[0], len[0]);
+	fflush(stderr);
+	dup2(fileno(f), 2);
+	fake_now_ms = 3000000;	/* a log window of its own */
+	session_test_run(&cfg, mp, len, 2);
+	fake_now_ms = 0;
+	fflush(stderr);
+	dup2(saved, 2);
+	close(saved);
+	rewind(f);
+	while (fgets(line, sizeof(line), f) != NULL)
+		n += strstr(line, "cannot route everything") != NULL;
+	fclose(f);
+	CHECK(n == 1, "full tunnel refused by the system: tried once a "
+	    "session, not per pushed default route");
+}
+
 void test_client(void)
 {
 	static struct config cfg;
@@ -258,6 +305,7 @@ void test_client(void)
 	c.p2p.udp_fd = -1;
 	test_client_ttl();
 	test_client_sdwan();
+	test_client_full_retry();
 	test_client_bad();
 	test_client_ipip_spoof();
 	test_client_gateway();
