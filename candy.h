@@ -147,6 +147,9 @@ struct tls_ctx *tls_server_ctx_load(const char *certfile, const char *keyfile,
  */
 struct tls_ctx *tls_client_ctx_load(const char *cafile, const char *pin,
     int insecure, char *err, size_t errlen);
+/* Free a context from tls_*_ctx_load (NULL is fine); its connections must
+ * be gone.  candy keeps its one context for life; the tests load many. */
+void tls_ctx_free(struct tls_ctx *ctx);
 /* Parse a pin (64 hex digits or base64 of 32 bytes). 0 ok, -1 bad. */
 int tls_pin_parse(const char *s, unsigned char out[32]);
 /* A new connection; NULL when out of memory.  host is the SNI and the name

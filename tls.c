@@ -482,7 +482,8 @@ struct tls_ctx {
 	int insecure;
 };
 
-static void tls_ctx_free(struct tls_ctx *ctx)
+/* see candy.h */
+void tls_ctx_free(struct tls_ctx *ctx)
 {
 	size_t i;
 

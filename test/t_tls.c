@@ -323,6 +323,10 @@ static char *crlf(const char *text)
 	return out;
 }
 
+/* Every context loaded, freed at the end (the sanitizers' leak check). */
+static struct tls_ctx *loaded[64];
+static int nloaded;
+
 /* A load should succeed (errpart NULL) or fail with errpart in err. */
 static struct tls_ctx *load_checked(struct tls_ctx *ctx, const char *err,
     const char *side, const char *what, const char *errpart)
@@ -330,6 +334,8 @@ static struct tls_ctx *load_checked(struct tls_ctx *ctx, const char *err,
 	char name[160];
 
 	snprintf(name, sizeof(name), "%s load: %s", side, what);
+	if (ctx != NULL && nloaded < 64)
+		loaded[nloaded++] = ctx;
 	if (errpart == NULL) {
 		if (!CHECK(ctx != NULL, name))
 			printf("#   error: %s\n", err);
@@ -686,6 +692,8 @@ void test_tls(void)
 	snprintf(name, sizeof(name), "tls: %zu bytes per server connection "
 	    "(<= 32768)", tls_conn_size());
 	CHECK(tls_conn_size() <= 32768, name);
+	while (nloaded > 0)
+		tls_ctx_free(loaded[--nloaded]);
 	while (npaths > 0)
 		unlink(paths[--npaths % 32]);
 	rmdir(dir);
