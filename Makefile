@@ -71,7 +71,8 @@ test/loadgen: test/loadgen.c test/candy-nomain.o $(OBJS)
 
 # make fuzz: libFuzzer with ASan and UBSan on every parser of network input
 # (test/fuzz.c), FUZZ_SECONDS per target, seeds from the captured vectors in a
-# temporary corpus.  Not part of make test.
+# temporary corpus (test/fuzz.sh).  A crash's input is kept in
+# test/fuzz-TARGET-* and printed in hex.  CI runs it for 20 s a target.
 FUZZ_SECONDS = 30
 FUZZ_TARGETS = ws_frame ws_request ws_server ws_client stun peer server \
 	session config addr
@@ -83,20 +84,49 @@ test/fuzz: test/fuzz.c $(SRCS) candy.h
 	    test/fuzz.c $(SRCS) $(LDLIBS)
 
 fuzz: test/fuzz
-	for t in $(FUZZ_TARGETS); do \
-	    echo "fuzz: $$t, $(FUZZ_SECONDS) s"; \
-	    d=$$(mktemp -d) && FUZZ_TARGET=$$t FUZZ_SEEDS=$$d ./test/fuzz \
-	    -max_total_time=$(FUZZ_SECONDS) -timeout=10 -close_fd_mask=3 \
-	    -artifact_prefix=test/fuzz-$$t- $$d; \
-	    r=$$?; rm -rf $$d; [ $$r = 0 ] || exit $$r; \
-	done
+	sh test/fuzz.sh $(FUZZ_SECONDS) $(FUZZ_TARGETS)
 
 deps:
 	sh test/deps.sh
 
+# make test: install what is missing, build, run every test (test/run).
+# SANITIZE=1: candy and the unit tests built by clang with AddressSanitizer
+# and UndefinedBehaviorSanitizer (candy-san, test/unit-san), the whole
+# suite run on them; any finding fails the run.  CI=true (as CI sets it):
+# test/run also runs make cross, make fuzz, the sanitizer suite and the
+# static binary's integration run (see README, "Testing").
+SANITIZE =
+CI =
+TEST_CHECK_ = check
+TEST_CHECK_1 = check-san
 test: deps
-	$(MAKE) all test/unit test/loadgen
-	sh test/run
+	$(MAKE) $(TEST_CHECK_$(SANITIZE))
+
+# The same without make deps.  candy-static is built here, once, so that
+# the runs in parallel under CI=true never build it at the same time.
+check: all test/unit test/loadgen
+	if command -v $(MUSLCC) >/dev/null; then $(MAKE) static; fi
+	CANDY_CI=$(CI) sh test/run
+
+SAN_CC = clang
+SAN_FLAGS = -g -O1 -fno-omit-frame-pointer -fsanitize=address,undefined \
+	-fno-sanitize-recover=all
+# Any finding ends the program with status 1 and its report on stderr;
+# test/lib.sh sends the daemons' reports to files it checks.
+SAN_ENV = ASAN_OPTIONS=halt_on_error=1:detect_leaks=1:exitcode=1 \
+	UBSAN_OPTIONS=halt_on_error=1:print_stacktrace=1:exitcode=1
+
+candy-san: $(SRCS) candy.h
+	$(SAN_CC) $(SAN_FLAGS) $(CPPFLAGS) $(WARN) -o $@ $(SRCS) $(LDLIBS)
+
+test/unit-san: $(TSRCS) test/test.h $(SRCS) candy.h
+	$(SAN_CC) $(SAN_FLAGS) $(CPPFLAGS) $(WARN) -DCANDY_NO_MAIN -I. -o $@ \
+	    $(TSRCS) $(SRCS) $(LDLIBS)
+
+.PHONY: check check-san
+check-san: candy-san test/unit-san
+	$(SAN_ENV) CANDY_CI= CANDY=$(CURDIR)/candy-san \
+	    CANDY_UNIT=./test/unit-san sh test/run
 
 # make conformance PEER=/path/to/other/candy: the interoperability
 # scenarios (test/it-conformance.sh) with our binary on one side and PEER,
@@ -139,8 +169,9 @@ soak: deps
 	SOAK=long sh test/it-soak.sh
 
 # make cross: candy and test/unit built for each Debian architecture in
-# CROSS (big-endian s390x, 32-bit i386), the tests run under qemu.
-CROSS = s390x i386
+# CROSS (big-endian s390x, 32-bit i386, arm64, 32-bit armhf), the tests
+# run under qemu-user (test/cross.sh).
+CROSS = s390x i386 arm64 armhf
 cross:
 	SRCS="$(SRCS)" TSRCS="$(TSRCS)" CPPFLAGS="$(CPPFLAGS)" \
 	    CFLAGS="$(CFLAGS)" WARN="$(WARN)" sh test/cross.sh $(CROSS)
@@ -185,7 +216,7 @@ uninstall:
 
 clean:
 	rm -f candy candy-static $(OBJS) test/unit test/candy-nomain.o \
-	    test/bench_tls test/loadgen test/fuzz
+	    test/bench_tls test/loadgen test/fuzz candy-san test/unit-san
 	rm -rf test/cross-*
 
 .PHONY: all static test conformance demo bench bench-deps bench-peers \

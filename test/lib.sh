@@ -15,6 +15,11 @@
 #
 # Environment: CANDY (the binary, default ./candy), CANDY_TEST_KEEP=1 keeps
 # the temporary directory with the logs.
+#
+# A candy built with sanitizers (make test SANITIZE=1) writes any report to
+# $T/sanitizer.PID (log_path below), whether it ran as a daemon or in the
+# foreground with its output discarded; cleanup shows every report and
+# fails the script (sanitizer_check).
 
 ROOT=$(cd "$(dirname "$0")/.." && pwd)
 CANDY=${CANDY:-$ROOT/candy}
@@ -24,6 +29,8 @@ P=cdy$$
 T=$(mktemp -d "${TMPDIR:-/tmp}/candy-test.XXXXXX") || exit 1
 FAILED=0
 PASSED=0
+export ASAN_OPTIONS="${ASAN_OPTIONS:+$ASAN_OPTIONS:}log_path=$T/sanitizer"
+export UBSAN_OPTIONS="${UBSAN_OPTIONS:+$UBSAN_OPTIONS:}log_path=$T/sanitizer"
 # candy's log level for candy_server and candy_client (empty: info).
 DEBUG_FLAG=--debug
 NSLIST=
@@ -327,21 +334,47 @@ ns_pids() {
 	done
 }
 
+# sanitizer_check: every sanitizer report of this run (the files log_path
+# names, or a report that went to a log anyway) is shown and fails the
+# script.  Called once the processes are gone: the leak check runs at exit.
+sanitizer_check() {
+	_sc_n=0
+	for _f in "$T"/sanitizer.*; do
+		[ -e "$_f" ] || continue
+		_sc_n=$((_sc_n + 1))
+		echo "# ---- sanitizer report $(basename "$_f")"
+		sed 's/^/#   /' "$_f" | head -n 80
+	done
+	for _f in "$T"/*.log*; do
+		[ -e "$_f" ] || continue
+		grep -Eq "$SANITIZER_RE" "$_f" || continue
+		_sc_n=$((_sc_n + 1))
+		echo "# ---- sanitizer report in $(basename "$_f")"
+		grep -E -A 30 "$SANITIZER_RE" "$_f" | sed 's/^/#   /' |
+		    head -n 80
+	done
+	[ "$_sc_n" = 0 ] ||
+	    fail "sanitizers: $_sc_n report(s) from $(basename "$0") (above)"
+}
+SANITIZER_RE='ERROR: (Address|Leak)Sanitizer|runtime error:'
+
 cleanup() {
 	_rc=$?
 	trap - EXIT INT TERM HUP
 	dump_logs_on_fail "$_rc"
 	# Every process in our namespaces is one we started: TERM them (candy
-	# then removes its device and routes), KILL what is left after 2 s.
+	# then removes its device and routes), KILL what is left after 5 s
+	# (a sanitized candy checks for leaks on its way out).
 	_pids=$(ns_pids)
 	if [ -n "$_pids" ]; then
 		kill -TERM $_pids 2>/dev/null
-		if ! wait_until 2 eval '[ -z "$(ns_pids)" ]'; then
+		if ! wait_until 5 eval '[ -z "$(ns_pids)" ]'; then
 			_pids=$(ns_pids)
 			[ -n "$_pids" ] && kill -KILL $_pids 2>/dev/null
 			wait_until 2 eval '[ -z "$(ns_pids)" ]'
 		fi
 	fi
+	sanitizer_check
 	for _ns in $NSLIST; do
 		ip netns del "$P-$_ns" 2>/dev/null
 	done
