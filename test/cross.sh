@@ -1,18 +1,24 @@
 #!/bin/sh
 # cross.sh: build candy and the unit tests for other CPUs and run the tests
 # under qemu: s390x is big-endian, i386 has 32-bit pointers, long and
-# size_t.  Run by `make cross`, which passes SRCS, TSRCS and the flags.
+# size_t, arm64 is the other 64-bit little-endian ABI, armhf is 32-bit ARM
+# (char unsigned, as on s390x and arm64, and a CPU that wants aligned
+# words).  Run by `make cross`, which passes SRCS, TSRCS and the flags.
 #
-#   sh test/cross.sh [ARCH...]    Debian architecture names (s390x i386)
+#   sh test/cross.sh [ARCH...]    Debian architecture names (default:
+#                                 s390x i386 arm64 armhf)
 #
 # ARCH's files go in test/cross-ARCH/.  The compiler is Debian's
 # TRIPLET-gcc with its cross libc; BearSSL is the target's own Debian
 # package (multiarch, libbearssl-dev:ARCH).  As root, installs what is
-# missing.  Prints each target's "ARCH: N passed, N failed"; exit status 1
-# if anything failed to build or pass.
+# missing.  Prints "ok - cross ARCH: N passed, N failed" (or "not ok - ...")
+# per target, and the time each step took; exit status 1 if anything
+# failed to build or pass.  qemu-user does not fault on a misaligned word
+# as some ARM CPUs do: -Wcast-align=strict here refuses the casts that
+# could make one, and make test SANITIZE=1 (UBSan) checks every access.
 
 cd "$(dirname "$0")/.." || exit 1
-[ $# -gt 0 ] || set -- s390x i386
+[ $# -gt 0 ] || set -- s390x i386 arm64 armhf
 : "${SRCS:?run through make cross}" "${TSRCS:?run through make cross}"
 command -v dpkg-architecture >/dev/null ||
     { echo "cross.sh: needs dpkg-dev (dpkg-architecture)" >&2; exit 1; }
@@ -78,6 +84,7 @@ build() {
 	d=test/cross-$1
 	mkdir -p "$d" || return 1
 	cc="$(gnu "$1" DEB_HOST_GNU_TYPE)-gcc $CPPFLAGS $CFLAGS $WARN"
+	cc="$cc -Wcast-align=strict"
 	objs=
 	for s in $SRCS; do
 		o=$d/$(basename "$s" .c).o
@@ -89,24 +96,38 @@ build() {
 	$cc -I. -o "$d/unit" $TSRCS "$d/candy-nomain.o" $objs -lbearssl
 }
 
-deps "$@" || exit 1
+t0=$(date +%s)
+if ! deps "$@"; then
+	echo "not ok - cross: installing the cross compilers and qemu failed"
+	exit 1
+fi
+echo "# cross: installs $(($(date +%s) - t0)) s"
 status=0
 for a in "$@"; do
 	echo "# $a"
+	t0=$(date +%s)
 	if ! build "$a"; then
-		echo "$a: build failed"
+		echo "not ok - cross $a: build failed"
 		status=1
 		continue
 	fi
+	t1=$(date +%s)
 	# Only the failures and the count here; the results stay in unit.log,
 	# the code's own log lines in unit.err (apart, so that neither ends
 	# up inside the other's lines).
-	"$(qemu "$a")" "test/cross-$a/unit" >"test/cross-$a/unit.log" \
-	    2>"test/cross-$a/unit.err"
+	timeout -k 10 600 "$(qemu "$a")" "test/cross-$a/unit" \
+	    >"test/cross-$a/unit.log" 2>"test/cross-$a/unit.err"
 	rc=$?
-	grep '^not ok - ' "test/cross-$a/unit.log"
+	echo "# cross $a: build $((t1 - t0)) s, tests $(($(date +%s) - t1)) s"
+	# One result per target: its failures as comments.
+	grep '^not ok - ' "test/cross-$a/unit.log" | sed 's/^/#   /'
 	last=$(grep -E '^[0-9]+ passed, [0-9]+ failed' "test/cross-$a/unit.log")
-	echo "$a: ${last:-test/unit exited $rc with no count}"
-	[ "$rc" = 0 ] && [ -n "$last" ] || status=1
+	if [ "$rc" = 0 ] && [ -n "$last" ]; then
+		echo "ok - cross $a: $last"
+	else
+		echo "not ok - cross $a: ${last:-test/unit exited $rc with no count}"
+		tail -n 20 "test/cross-$a/unit.err" | sed 's/^/#   /'
+		status=1
+	fi
 done
 exit $status
