@@ -675,7 +675,9 @@ static void lan_endpoint_send(struct client *c, uint32_t dst)
 	uint32_t ip = c->cfg->localhost ? c->cfg->localhost : if_lan_address();
 	unsigned char m[LOCALUDP4CONN_LEN];
 
-	if (!endpoint_usable(c, ip, c->p2p.port))
+	/* Routable, not usable: ip is one of our own addresses by nature,
+	 * which endpoint_usable refuses once own_refresh has read them. */
+	if (!endpoint_routable(c, ip, c->p2p.port))
 		return;
 	m[0] = MSG_GENERAL;
 	m[1] = 0;

@@ -1463,6 +1463,33 @@ static void test_peer_endpoints(void)
 	tc_free(&ta);
 }
 
+/*
+ * Our LAN endpoint is one of our own addresses, and it still goes out once
+ * our interface addresses are known (they were, then every GENERAL/0 was
+ * withheld: two clients behind one NAT never met, unless the server's
+ * UDP4CONN happened to come before the first tick).
+ */
+static void test_peer_lan_offer(void)
+{
+	int before;
+
+	fake_now_ms = T0;
+	tc_init(&ta, A_ADDR, 0xc0a80a0a, 0);
+	ta.c.p2p.own[0] = 0xc0a80a0a;
+	ta.c.p2p.nown = 1;
+	ta.c.p2p.own_ms = fake_now_ms + 3600 * 1000;	/* not re-read */
+	fake_init(&fb, B_ADDR);
+	before = ta.sent[MSG_GENERAL];
+	server_udp4conn(B_ADDR, LOOPBACK, fb.port);
+	CHECK(ta.sent[MSG_GENERAL] == before + 1 &&
+	    get32(ta.last[MSG_GENERAL] + 12) == 0xc0a80a0a &&
+	    get16(ta.last[MSG_GENERAL] + 16) == ta.c.p2p.port,
+	    "peer: our LAN endpoint 192.168.10.10 is offered (GENERAL/0) "
+	    "though it is our own address");
+	fake_free(&fb);
+	tc_free(&ta);
+}
+
 static void test_peer_table(void)
 {
 	static const struct {
@@ -1527,6 +1554,7 @@ void test_peer(void)
 	test_peer_replay();
 	test_peer_hijack();
 	test_peer_endpoints();
+	test_peer_lan_offer();
 	test_peer_table();
 	close(stun_fd);
 	fake_now_ms = 0;
