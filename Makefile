@@ -123,7 +123,7 @@ test/unit-san: $(TSRCS) test/test.h $(SRCS) candy.h
 	    $(TSRCS) $(SRCS) $(LDLIBS)
 
 .PHONY: check check-san
-check-san: candy-san test/unit-san
+check-san: candy-san test/unit-san test/loadgen
 	$(SAN_ENV) CANDY_CI= CANDY=$(CURDIR)/candy-san \
 	    CANDY_UNIT=./test/unit-san sh test/run
 
