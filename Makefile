@@ -97,14 +97,17 @@ deps:
 # static binary's integration run, each counted (README; test/run).
 SANITIZE ?=
 CI ?=
+# --no-print-directory: test/run's count stays the last line.
 test: deps
 	if [ -n "$(SANITIZE)" ] && [ "$(SANITIZE)" != 0 ]; then \
-	    $(MAKE) check-san; else $(MAKE) check; fi
+	    $(MAKE) --no-print-directory check-san; \
+	else $(MAKE) --no-print-directory check; fi
 
 # The same without make deps.  candy-static is built here, once, so that
 # the runs in parallel under CI=true never build it at the same time.
 check: all test/unit test/loadgen
-	if command -v $(MUSLCC) >/dev/null; then $(MAKE) static; fi
+	if command -v $(MUSLCC) >/dev/null; then \
+	    $(MAKE) --no-print-directory static; fi
 	CANDY_CI=$(CI) sh test/run
 
 SAN_CC = clang
@@ -124,7 +127,7 @@ test/unit-san: $(TSRCS) test/test.h $(SRCS) candy.h
 
 .PHONY: check check-san
 check-san: candy-san test/unit-san test/loadgen
-	$(SAN_ENV) CANDY_CI= CANDY=$(CURDIR)/candy-san \
+	$(SAN_ENV) CANDY_CI= CANDY_SANITIZE=1 CANDY=$(CURDIR)/candy-san \
 	    CANDY_UNIT=./test/unit-san sh test/run
 
 # make conformance PEER=/path/to/other/candy: the interoperability
