@@ -1016,7 +1016,12 @@ static void stun_input(struct client *c, const unsigned char *d, size_t n,
 
 		if (p->state != PEER_PREPARING)
 			continue;
+		/* Our LAN endpoint too: when both sides start at once, each
+		 * is past PREPARING when the other's UDP4CONN comes, which
+		 * then asks for nothing, and two clients behind one NAT
+		 * (no hairpin) would never learn where to meet. */
 		udp4conn_send(c, p->addr);
+		lan_endpoint_send(c, p->addr);
 		peer_state_set(c, p, p->pub.ip != 0 ? PEER_CONNECTING :
 		    PEER_SYNCHRONIZING, now);
 	}

@@ -577,7 +577,7 @@ static void test_peer_handshake(void)
 	} want[] = {
 		{ PEER_SYNCHRONIZING, PEER_PREPARING },
 		{ PEER_CONNECTING, PEER_CONNECTING },
-		{ PEER_CONNECTED, PEER_CONNECTING },
+		{ PEER_CONNECTED, PEER_CONNECTED },
 		{ PEER_CONNECTED, PEER_CONNECTED },
 	};
 	unsigned char buf[PKT_HEADROOM + 128], got[128], ref[128];
@@ -604,9 +604,9 @@ static void test_peer_handshake(void)
 		if (i == 0)
 			CHECK(ta.sent[MSG_UDP4CONN] == 1 &&
 			    tb.sent[MSG_GENERAL] == 1 &&
-			    ta.sent[MSG_GENERAL] == 0,
-			    "peer: STUN answer sends UDP4CONN; UDP4CONN "
-			    "answered with GENERAL/0");
+			    ta.sent[MSG_GENERAL] == 1,
+			    "peer: STUN answer sends UDP4CONN and GENERAL/0; "
+			    "UDP4CONN answered with GENERAL/0");
 	}
 	pa = peer_lookup(&ta.c, B_ADDR);
 	pb = peer_lookup(&tb.c, A_ADDR);
@@ -1464,6 +1464,31 @@ static void test_peer_endpoints(void)
 }
 
 /*
+ * Both sides start at once (each sends the other a packet through the
+ * server): each is SYNCHRONIZING when the other's UDP4CONN comes, which
+ * asks for nothing back.  Each must still learn the other's LAN endpoint,
+ * the only way to meet behind one NAT that does not hairpin.
+ */
+static void test_peer_simultaneous(void)
+{
+	struct peer *pa, *pb;
+
+	fake_now_ms = T0;
+	tc_init(&ta, A_ADDR, 0x7f000002, 0);
+	tc_init(&tb, B_ADDR, 0x7f000003, 0);
+	p2p_saw_forward(&ta.c, B_ADDR);
+	p2p_saw_forward(&tb.c, A_ADDR);
+	step(1);
+	pa = peer_lookup(&ta.c, B_ADDR);
+	pb = peer_lookup(&tb.c, A_ADDR);
+	CHECK(pa != NULL && pb != NULL && pa->lan.ip == 0x7f000003 &&
+	    pb->lan.ip == 0x7f000002, "peer: both start at once: each "
+	    "learns the other's LAN endpoint");
+	tc_free(&ta);
+	tc_free(&tb);
+}
+
+/*
  * Our LAN endpoint is one of our own addresses, and it still goes out once
  * our interface addresses are known (they were, then every GENERAL/0 was
  * withheld: two clients behind one NAT never met, unless the server's
@@ -1555,6 +1580,7 @@ void test_peer(void)
 	test_peer_hijack();
 	test_peer_endpoints();
 	test_peer_lan_offer();
+	test_peer_simultaneous();
 	test_peer_table();
 	close(stun_fd);
 	fake_now_ms = 0;
