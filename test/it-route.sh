@@ -184,8 +184,11 @@ udp_any a
 udp_any b
 # a - b gave up and waits (30 s) before trying again; traffic through
 # the server starts the new attempt.
+# Both sides: b may turn CONNECTED a tick after a, and its first answers
+# then still go through the server.
 check "a and b connect directly once UDP passes" \
-    wait_until 60 eval "ping_ok a $TUN_B 1 && via a $TUN_B $TUN_B"
+    wait_until 60 eval "ping_ok a $TUN_B 1 && via a $TUN_B $TUN_B &&
+    via b $TUN_A $TUN_A"
 check "a pings b directly, nothing through the server" \
     quiet_flow a $TUN_B a
 

@@ -19,7 +19,8 @@
 # A candy built with sanitizers (make test SANITIZE=1) writes any report to
 # $T/sanitizer.PID (log_path below), whether it ran as a daemon or in the
 # foreground with its output discarded; cleanup shows every report and
-# fails the script (sanitizer_check).
+# fails the script (sanitizer_check).  make check-san also sets
+# CANDY_SANITIZE=1, for the few checks a sanitized build cannot pass (RSS).
 
 ROOT=$(cd "$(dirname "$0")/.." && pwd)
 CANDY=${CANDY:-$ROOT/candy}
