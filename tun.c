@@ -249,6 +249,22 @@ int udp_offload_on(int fd)
 	return setsockopt(fd, SOL_UDP, UDP_GRO, &on, sizeof(on)) == 0;
 }
 
+/* One datagram buffer, its peer's address and room for control messages,
+ * as sendmsg and recvmsg take them. */
+static void udp_msg_init(struct msghdr *mh, struct sockaddr_in *sa,
+    struct iovec *iov, void *buf, size_t len, void *ctl, size_t ctllen)
+{
+	iov->iov_base = buf;
+	iov->iov_len = len;
+	memset(mh, 0, sizeof(*mh));
+	mh->msg_name = sa;
+	mh->msg_namelen = sizeof(*sa);
+	mh->msg_iov = iov;
+	mh->msg_iovlen = 1;
+	mh->msg_control = ctl;
+	mh->msg_controllen = ctllen;
+}
+
 /* see candy.h */
 int udp_send_gso(int fd, const unsigned char *buf, size_t len, size_t seg,
     uint32_t ip, uint16_t port)
@@ -267,16 +283,8 @@ int udp_send_gso(int fd, const unsigned char *buf, size_t len, size_t seg,
 	sa.sin_family = AF_INET;
 	sa.sin_addr.s_addr = htonl(ip);
 	sa.sin_port = htons(port);
-	iov.iov_base = (void *)buf;
-	iov.iov_len = len;
-	memset(&mh, 0, sizeof(mh));
 	memset(&u, 0, sizeof(u));
-	mh.msg_name = &sa;
-	mh.msg_namelen = sizeof(sa);
-	mh.msg_iov = &iov;
-	mh.msg_iovlen = 1;
-	mh.msg_control = u.b;
-	mh.msg_controllen = sizeof(u.b);
+	udp_msg_init(&mh, &sa, &iov, (void *)buf, len, u.b, sizeof(u.b));
 	cm = CMSG_FIRSTHDR(&mh);
 	cm->cmsg_level = SOL_UDP;
 	cm->cmsg_type = UDP_SEGMENT;
@@ -300,16 +308,8 @@ ssize_t udp_recv_gro(int fd, unsigned char *buf, size_t len, uint32_t *ip,
 	ssize_t n;
 	int g;
 
-	iov.iov_base = buf;
-	iov.iov_len = len;
-	memset(&mh, 0, sizeof(mh));
 	memset(&sa, 0, sizeof(sa));
-	mh.msg_name = &sa;
-	mh.msg_namelen = sizeof(sa);
-	mh.msg_iov = &iov;
-	mh.msg_iovlen = 1;
-	mh.msg_control = u.b;
-	mh.msg_controllen = sizeof(u.b);
+	udp_msg_init(&mh, &sa, &iov, buf, len, u.b, sizeof(u.b));
 	if ((n = recvmsg(fd, &mh, 0)) < 0)
 		return -1;
 	*ip = sa.sin_family == AF_INET ? ntohl(sa.sin_addr.s_addr) : 0;
