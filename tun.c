@@ -1340,12 +1340,36 @@ void tun_vnet_put(unsigned char *p, const struct tun_vnet *h, int le)
 	vnet_put16(p + 8, h->csum_offset, le);
 }
 
-/* RFC 1071: the ones' complement sum of p[0..n) added to sum, unfolded.
- * Sums 32-bit words: 2^16 = 1 modulo 0xffff, so folding gives the same. */
+static uint16_t csum_fold(uint64_t sum)
+{
+	while (sum >> 16)
+		sum = (sum & 0xffff) + (sum >> 16);
+	return (uint16_t)sum;
+}
+
+/*
+ * RFC 1071: the ones' complement sum of p[0..n) added to sum (big-endian
+ * 16-bit words), unfolded.  The bulk is summed in 32-bit words in the
+ * CPU's own byte order, loaded by memcpy (any alignment): §2(B) says the
+ * sum is then the same with its two bytes swapped on a little-endian CPU,
+ * and 2^16 = 1 modulo 0xffff lets 32-bit words stand for pairs of 16.
+ * This is the hot loop of segmentation and coalescing.
+ */
 static uint64_t csum_add(uint64_t sum, const unsigned char *p, size_t n)
 {
-	for (; n >= 4; p += 4, n -= 4)
-		sum += get32(p);
+	static const uint16_t one = 1;
+	uint64_t acc = 0;
+	uint32_t w;
+	uint16_t s;
+
+	for (; n >= 4; p += 4, n -= 4) {
+		memcpy(&w, p, 4);
+		acc += w;
+	}
+	s = csum_fold(acc);
+	if (*(const unsigned char *)&one == 1)
+		s = (uint16_t)(s >> 8 | s << 8);
+	sum += s;
 	if (n >= 2) {
 		sum += get16(p);
 		p += 2;
@@ -1354,13 +1378,6 @@ static uint64_t csum_add(uint64_t sum, const unsigned char *p, size_t n)
 	if (n == 1)
 		sum += (uint64_t)p[0] << 8;
 	return sum;
-}
-
-static uint16_t csum_fold(uint64_t sum)
-{
-	while (sum >> 16)
-		sum = (sum & 0xffff) + (sum >> 16);
-	return (uint16_t)sum;
 }
 
 /* RFC 793 §3.1, RFC 768: the pseudo-header of an IPv4 packet's
