@@ -1620,10 +1620,12 @@ static void batch_to_server(struct client *c, unsigned char *d, size_t n)
 	peer_open(&p->key, d, n);
 	p->tx--;
 	p->tx_bytes -= n - PEER_OVERHEAD - 1;
-	if (server_send(c, d + PEER_OVERHEAD, n - PEER_OVERHEAD) < 0)
+	if (server_send(c, d + PEER_OVERHEAD, n - PEER_OVERHEAD) < 0) {
 		c->dropped++;
-	else
-		c->tx_server++;
+		return;
+	}
+	c->tx_server++;
+	c->tx_server_bytes += n - PEER_OVERHEAD - 1;
 }
 
 /* see candy.h.  A kernel or device that cannot segment turns GSO off:
