@@ -8,18 +8,22 @@
 # and for SCALE_TLS_N (default 1000) over wss://, the generator opens N
 # authenticated sessions, checks each reaches its pair, reads the
 # server's memory idle, then has every session send 64-byte packets to its
-# pair for SCALE_SECONDS (default 10) and reads the memory again.  Figures
+# pair (1400-byte ones for SCALE_BIG_N) for SCALE_SECONDS (default 10) and reads the memory again.  Figures
 # per session are (VmRSS - VmRSS before the first session) / live sessions;
 # "pkt/s" counts the packets that came back out of the server.
 
 SCALE_N=${SCALE_N:-1000 10000}
 SCALE_TLS_N=${SCALE_TLS_N:-1000}
 SCALE_SECONDS=${SCALE_SECONDS:-10}
+# Bulk traffic in full-size packets too: the N of SCALE_BIG_N send
+# 1400-byte packets (the tunnel's MTU), which is what fills the queues.
+SCALE_BIG_N=${SCALE_BIG_N:-1000 10000}
 # Every session needs a descriptor in the server and one in the
 # generator; the server raises its own soft limit to the hard one.
 SCALE_NOFILE=${SCALE_NOFILE:-20000}
 
-# scale_run NAME URI N [server options]: one measured run.
+# scale_run NAME URI N [server options]: one measured run; SCALE_LEN
+# (default 64) is the bulk phase's packet length.
 scale_run() {
 	_sr_name=$1
 	_sr_uri=$2
@@ -35,7 +39,8 @@ scale_run() {
 	_sr_uri=$(echo "$_sr_uri" | sed 's|0\.0\.0\.0|10.88.0.1|')
 	nsx lg prlimit --nofile="$SCALE_NOFILE" "$ROOT/test/loadgen" \
 	    -w "$_sr_uri" -p scalepw -n "$_sr_n" -P "$(pid_of "$_sr_name")" \
-	    -s "$SCALE_SECONDS" >"$T/$_sr_name.out" 2>"$T/$_sr_name.err"
+	    -s "$SCALE_SECONDS" -L "${SCALE_LEN:-64}" >"$T/$_sr_name.out" \
+	    2>"$T/$_sr_name.err"
 	sed 's/^/#   /' "$T/$_sr_name.out"
 	stop "$_sr_name"
 }
@@ -72,6 +77,10 @@ bench_scale() {
 	for _bs_n in $SCALE_N; do
 		scale_run "scale$_bs_n" ws://0.0.0.0:8090 "$_bs_n" &&
 		    scale_report "scale$_bs_n" "ws N=$_bs_n"
+	done
+	for _bs_n in $SCALE_BIG_N; do
+		SCALE_LEN=1400 scale_run "scaleb$_bs_n" ws://0.0.0.0:8090 \
+		    "$_bs_n" && scale_report "scaleb$_bs_n" "ws N=$_bs_n 1400 B"
 	done
 	[ -n "$SCALE_TLS_N" ] || return 0
 	_bs_k=$T/scale-tls

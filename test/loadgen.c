@@ -6,12 +6,13 @@
  * that the generator costs little per packet next to the server.
  *
  *   loadgen -w URI -p PASSWORD -n N [-P PID] [-s SECS] [-j PARALLEL]
+ *       [-L LEN]
  *       scale: open N sessions, PARALLEL handshakes at a time, each
  *       authenticated with VMAC and AUTH for its own address (10.100.0.1
  *       + i); sessions 2i and 2i+1 are a pair.  "live" are the sessions
  *       that received a packet from their pair; then every session sends
- *       64-byte packets to its pair for SECS seconds, as fast as the
- *       server takes them.
+ *       LEN-byte packets (default 64, at most 1500) to its pair for SECS
+ *       seconds, as fast as the server takes them.
  *   loadgen -w URI -p PASSWORD -c CYCLES [-o OFFSET] [-t AGE] [-r RATE]
  *       [-P PID] [-j PARALLEL]
  *       cycles: CYCLES times connect, authenticate, ping (the pong says
@@ -55,11 +56,12 @@
 
 #define ADDR_BASE	0x0a640001u	/* 10.100.0.1: session i gets + i */
 #define ADDR_SPAN	65530u		/* hosts of 10.100.0.0/16 used */
-#define PKT_LEN		64		/* IPv4 packet of the bulk phase */
+#define PKT_LEN		64		/* IPv4 packet of the bulk phase (-L) */
+#define PKT_MAX_LEN	1500
 #define BATCH		32		/* frames written at once */
-#define FRAME_LEN	(6 + 1 + PKT_LEN)	/* header, mask, FORWARD */
+#define FRAME_MAX	(8 + 1 + PKT_MAX_LEN)	/* header, mask, FORWARD */
 #define IN_SIZE		8192
-#define OUT_SIZE	1024		/* request, VMAC, AUTH, ping */
+#define OUT_SIZE	(1024 + FRAME_MAX)	/* request, VMAC, AUTH, ping */
 #define HANDSHAKE_MS	15000		/* connect to authenticated */
 
 enum { L_FREE, L_CONNECTING, L_UPGRADE, L_UP, L_DEAD };
@@ -95,6 +97,8 @@ static const char *password = "";
 static int server_pid;
 static unsigned long sent_pkts;
 static int64_t ts_age;		/* -t */
+static size_t pkt_len = PKT_LEN;	/* -L */
+static size_t frame_len;	/* one FORWARD frame of pkt_len */
 
 /* ---- The server, from /proc. ---- */
 
@@ -179,16 +183,16 @@ static void out_put(struct lsess *l, int opcode, const void *p, size_t n)
 /* The FORWARD frames of the bulk phase: l's address to its pair's. */
 static int batch_build(struct lsess *l, uint32_t to)
 {
-	unsigned char m[1 + PKT_LEN], *ip = m + 1;
+	unsigned char m[1 + PKT_MAX_LEN], *ip = m + 1;
 	uint32_t sum = 0;
 	size_t i;
 
-	if ((l->batch = malloc(BATCH * FRAME_LEN)) == NULL)
+	if ((l->batch = malloc(BATCH * frame_len)) == NULL)
 		return -1;
 	memset(m, 0, sizeof(m));
 	m[0] = MSG_FORWARD;
 	ip[0] = 0x45;
-	put16(ip + 2, PKT_LEN);
+	put16(ip + 2, (uint16_t)pkt_len);
 	ip[8] = 64;
 	ip[9] = 17;
 	put32(ip + 12, l->addr);
@@ -198,7 +202,7 @@ static int batch_build(struct lsess *l, uint32_t to)
 	sum = (sum >> 16) + (sum & 0xffff);
 	put16(ip + 10, (uint16_t)~(sum + (sum >> 16)));
 	for (i = 0; i < BATCH; i++)
-		frame_put(l->batch + i * FRAME_LEN, WS_BINARY, m, sizeof(m));
+		frame_put(l->batch + i * frame_len, WS_BINARY, m, 1 + pkt_len);
 	return 0;
 }
 
@@ -350,13 +354,13 @@ static int sess_io(struct lsess *l, short rev)
 		l->outpos = l->outlen = 0;
 	while (l->batch != NULL && l->outlen == 0) {
 		n = stream_write(&l->s, l->batch + l->boff,
-		    BATCH * FRAME_LEN - l->boff);
+		    BATCH * frame_len - l->boff);
 		if (n < 0)
 			return -1;
 		if (n == 0)
 			break;
 		l->boff += (size_t)n;
-		if (l->boff < BATCH * FRAME_LEN)
+		if (l->boff < BATCH * frame_len)
 			break;
 		l->boff = 0;
 		sent_pkts += BATCH;
@@ -452,10 +456,10 @@ static void probe_all(void)
 		if (l->state == L_UP && (i ^ 1) < nsess &&
 		    sess[i ^ 1].rx == 0 && batch_build(l, sess[i ^ 1].addr)
 		    == 0) {
-			if (l->outlen + FRAME_LEN <= OUT_SIZE) {
+			if (l->outlen + frame_len <= OUT_SIZE) {
 				memcpy(l->out + l->outlen, l->batch,
-				    FRAME_LEN);
-				l->outlen += FRAME_LEN;
+				    frame_len);
+				l->outlen += frame_len;
 			}
 			free(l->batch);
 			l->batch = NULL;
@@ -762,7 +766,7 @@ static void usage(void)
 {
 	fprintf(stderr, "usage: loadgen -w URI -p PASSWORD (-n N | -c CYCLES "
 	    "| -i IDLE -l SLOW) [-o OFFSET] [-t AGE] [-r RATE] [-P PID] "
-	    "[-s SECS] "
+	    "[-s SECS] [-L LEN] "
 	    "[-j PARALLEL]\n");
 	exit(2);
 }
@@ -777,7 +781,7 @@ int main(int argc, char **argv)
 	const char *ws = NULL;
 	char err[256];
 
-	while ((c = getopt(argc, argv, "w:p:n:c:o:i:l:t:r:P:s:j:")) != -1) {
+	while ((c = getopt(argc, argv, "w:p:n:c:o:i:l:t:r:P:s:j:L:")) != -1) {
 		switch (c) {
 		case 'w': ws = optarg; break;
 		case 'p': password = optarg; break;
@@ -791,12 +795,15 @@ int main(int argc, char **argv)
 		case 'P': server_pid = atoi(optarg); break;
 		case 's': secs = atoi(optarg); break;
 		case 'j': parallel = atoi(optarg); break;
+		case 'L': pkt_len = strtoul(optarg, NULL, 10); break;
 		default: usage();
 		}
 	}
 	if (ws == NULL || (n > 0) + (cycles > 0) + (idle + slow > 0) != 1 ||
-	    parallel <= 0 || uri_split(ws, &uri) < 0)
+	    parallel <= 0 || pkt_len < 28 || pkt_len > PKT_MAX_LEN ||
+	    uri_split(ws, &uri) < 0)
 		usage();
+	frame_len = (1 + pkt_len <= 125 ? 6 : 8) + 1 + pkt_len;
 	log_init(0, 0);
 	rand_init();
 	/* One descriptor a session. */
