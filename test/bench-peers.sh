@@ -466,7 +466,7 @@ peers_machine() {
 	    "OpenVPN $(openvpn --version 2>/dev/null | awk '{ print $2; exit }')," \
 	    "tinc $(tincd --version 2>/dev/null | awk '{ print $3; exit }')."
 	echo "iperf3 TCP qa -> qb, $PEERS_SECONDS s, median of $PEERS_ROUNDS" \
-	    "interleaved rounds; CPU = user+system seconds of all the" \
+	    "interleaved rounds (each column's own); CPU = user+system seconds of all the" \
 	    "tunnel's processes per GB carried; pings 0.2 s apart, idle and" \
 	    "during the transfer (ping's average).  Ratios against the best" \
 	    "peer: the non-candy P2P case with the highest throughput."
@@ -515,6 +515,11 @@ bench_peers() {
 		peers_machine
 		echo
 		cat "$T/peers.md"
+		echo
+		echo "Each round (case, Mbit/s, CPU s/GB, ping idle and" \
+		    "under load in ms, load ping loss %):"
+		echo
+		sed 's/^/    /' "$T/peers.data"
 	} >"$T/peers-results.md"
 	mkdir -p "$(dirname "$PEERS_RESULTS")" &&
 	    cp "$T/peers-results.md" "$PEERS_RESULTS" &&
