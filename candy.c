@@ -257,6 +257,7 @@ static void msg_hash(unsigned char out[32], const unsigned char *m,
 	br_sha256_update(&h, password, strlen(password));
 	br_sha256_update(&h, m + 1, l->covered);
 	br_sha256_out(&h, out);
+	wipe(&h, sizeof(h));	/* it held the password */
 }
 
 /* Hash the fields already in out, add pad random bytes; the length. */

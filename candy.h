@@ -123,6 +123,9 @@ void rand_init(void);
 void rand_bytes(void *buf, size_t n);
 /* A uniform random number in [0, n), n > 0. */
 uint32_t rand_below(uint32_t n);
+/* Zero n bytes at p with stores the compiler may not drop: secrets
+ * (keys, hash states that held the password) go this way. */
+void wipe(void *p, size_t n);
 
 /* ---- TLS and the byte stream (tls.c). ---- */
 
@@ -1023,6 +1026,7 @@ void p2p_report(struct report *r, const struct client *c);
 #define STATUS_CONN_MAX		4
 #define STATUS_SLOTS		(1 + STATUS_CONN_MAX)
 #define STATUS_TIMEOUT_MS	5000
+#define STATUS_PAUSE_MS		1000	/* listener not polled: no descriptors */
 
 struct pollfd;
 struct config;

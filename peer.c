@@ -57,14 +57,6 @@
 
 /* ---- Datagram encryption (PROTOCOL 5.1). ---- */
 
-static void wipe(void *p, size_t n)
-{
-	volatile unsigned char *v = p;
-
-	while (n--)
-		*v++ = 0;
-}
-
 /* see candy.h */
 void peer_key_init(struct peer_key *k, const char *password, uint32_t addr)
 {

@@ -583,6 +583,7 @@ static struct {
 	char path[sizeof(((struct sockaddr_un *)0)->sun_path)];
 	dev_t dev;		/* the socket file we made, to remove it */
 	ino_t ino;		/* only if it is still ours */
+	int64_t paused_until;	/* out of descriptors: listener not polled */
 	struct status_conn c[STATUS_CONN_MAX];
 } st;
 
@@ -715,7 +716,10 @@ void status_events(struct pollfd *pfd)
 	size_t i;
 
 	status_slots_init();
-	pfd[0].fd = st.fd;
+	/* A pending connection we cannot accept keeps the listener readable:
+	 * polling it then would spin the loop. */
+	pfd[0].fd = st.paused_until != 0 && now_ms() < st.paused_until ?
+	    -1 : st.fd;
 	pfd[0].events = POLLIN;
 	pfd[0].revents = 0;
 	for (i = 0; i < STATUS_CONN_MAX; i++) {
@@ -819,8 +823,15 @@ static void status_accept(int64_t now)
 		int fd = accept(st.fd, NULL, NULL);
 		struct status_conn *c = NULL;
 
-		if (fd < 0)
+		if (fd < 0) {
+			if (errno == EMFILE || errno == ENFILE) {
+				if (st.paused_until == 0)
+					log_warn("status: cannot accept");
+				st.paused_until = now + STATUS_PAUSE_MS;
+			}
 			return;
+		}
+		st.paused_until = 0;
 		fd_setup(fd);
 		for (i = 0; i < STATUS_CONN_MAX && c == NULL; i++)
 			if (st.c[i].fd < 0)

@@ -164,8 +164,8 @@ static const char *tls_err_text(int code, char *buf, size_t len)
 	return buf;
 }
 
-/* Secrets go with a memset the compiler may not drop. */
-static void wipe(void *p, size_t n)
+/* see candy.h */
+void wipe(void *p, size_t n)
 {
 	volatile unsigned char *v = p;
 

@@ -1,5 +1,6 @@
 /* t_status.c: the status report (text, JSON, truncation, escapes) and its
  * socket (status.c). */
+#include <sys/resource.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
 #include <sys/un.h>
@@ -244,7 +245,8 @@ static void test_status_socket(void)
 {
 	char dir[] = "/tmp/candy-status-XXXXXX", path[128], buf[512];
 	struct stat sb;
-	int fd, idle, i;
+	struct rlimit rl;
+	int fd, idle, i, fill[STATUS_SLOTS], nfill;
 	ssize_t n;
 	size_t got = 0;
 
@@ -293,6 +295,48 @@ static void test_status_socket(void)
 	n = recv(fd, buf, sizeof(buf), MSG_DONTWAIT);
 	CHECK(n == 0, "socket: an unknown request is closed");
 	close(fd);
+
+	/* Out of descriptors: the connection waiting cannot be accepted,
+	 * and the listener, still readable, is left out of the poll set
+	 * for a moment instead of spinning the loop.  poll() itself wants
+	 * the limit above its count of entries: descriptors fill the low
+	 * numbers first. */
+	for (nfill = 0; nfill < STATUS_SLOTS; nfill++)
+		fill[nfill] = dup(2);
+	fd = unix_connect(path);
+	if (getrlimit(RLIMIT_NOFILE, &rl) == 0) {
+		struct rlimit low = rl;
+		struct pollfd pfd[STATUS_SLOTS];
+
+		low.rlim_cur = (rlim_t)fd + 1;	/* no room for another */
+		setrlimit(RLIMIT_NOFILE, &low);
+		status_pass(now_ms());
+		status_events(pfd);
+		setrlimit(RLIMIT_NOFILE, &rl);
+		CHECK(pfd[0].fd == -1,
+		    "socket: out of descriptors: the listener is paused");
+		/* The pause over (the clock moved on), the listener is
+		 * polled again and the waiting request gets its reply. */
+		fake_now_ms = now_ms() + STATUS_PAUSE_MS + 1;
+		if (write(fd, "json\n", 5) != 5)
+			CHECK(0, "socket: request written");
+		got = 0;
+		for (i = 0; i < 20 && got < sizeof(buf) - 1; i++) {
+			status_pass(fake_now_ms);
+			while ((n = recv(fd, buf + got, sizeof(buf) - 1 - got,
+			    MSG_DONTWAIT)) > 0)
+				got += (size_t)n;
+			if (n == 0)
+				break;
+		}
+		fake_now_ms = 0;
+		CHECK(got > 0 && n == 0,
+		    "socket: ... and answers again when the pause is over");
+	}
+	close(fd);
+	for (i = 0; i < nfill; i++)
+		close(fill[i]);
+	status_pass(now_ms() + STATUS_TIMEOUT_MS + 1);
 
 	/* A second daemon on the same path leaves the first alone. */
 	CHECK(status_open(path) < 0, "socket: in use by a live daemon: left");
