@@ -888,6 +888,36 @@ static void test_buffers(void)
 	pair_close(&wa, peer);
 }
 
+/* Masks drawn from a pool (ws.c mask_new): across several refills every
+ * frame still unmasks right and the masks do not repeat. */
+static void test_masks(void)
+{
+	static uint32_t masks[600];
+	unsigned char b[64], p[16];
+	struct ws_frame f;
+	size_t n, i, j, same = 0;
+	int peer, ok = 1;
+
+	pair_open(&wa, &peer, 1, 1);
+	for (i = 0; i < 600 && ok; i++) {
+		memset(p, (int)i, sizeof(p));
+		ok = ws_send(&wa, WS_BINARY, p, sizeof(p)) == 0 &&
+		    (n = drain(&wa, peer, b, sizeof(b))) > 0 &&
+		    ws_frame_parse(b, n, &f) == WS_DONE && f.masked &&
+		    f.paylen == sizeof(p) && n == f.hdrlen + sizeof(p);
+		for (j = 0; j < sizeof(p) && ok; j++)
+			ok = (b[f.hdrlen + j] ^ f.mask[j & 3]) ==
+			    (unsigned char)i;
+		masks[i] = get32(f.mask);
+	}
+	for (i = 0; i < 600 && ok; i++)
+		for (j = i + 1; j < 600; j++)
+			same += masks[i] == masks[j];
+	CHECK(ok && same <= 1, "600 client frames: each unmasks right, "
+	    "masks from the pool do not repeat");
+	pair_close(&wa, peer);
+}
+
 void test_ws(void)
 {
 	test_accept_key();
@@ -895,6 +925,7 @@ void test_ws(void)
 	test_frame_header();
 	test_receive();
 	test_send();
+	test_masks();
 	test_end_to_end();
 	test_bad_request();
 	test_buffers();
