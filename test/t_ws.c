@@ -916,6 +916,22 @@ static void test_masks(void)
 	CHECK(ok && same <= 1, "600 client frames: each unmasks right, "
 	    "masks from the pool do not repeat");
 	pair_close(&wa, peer);
+	/* The word-at-a-time mask against the byte rule, unaligned, every
+	 * length up to 40 and every offset. */
+	for (n = 0, ok = 1; n <= 40; n++) {
+		static const unsigned char mk[4] = { 0x12, 0x34, 0xab, 0xcd };
+		unsigned char q[48];
+		size_t off;
+
+		for (off = 0; off < 4; off++) {
+			for (i = 0; i < n; i++)
+				b[i + 1] = q[i + 1] = (unsigned char)(i * 7 + n);
+			ws_mask(b + 1, n, mk, off);
+			for (i = 0; i < n; i++)
+				ok &= b[i + 1] == (q[i + 1] ^ mk[(off + i) & 3]);
+		}
+	}
+	CHECK(ok, "ws_mask: 8 bytes at a time, same bytes as one at a time");
 }
 
 void test_ws(void)
