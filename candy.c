@@ -3675,11 +3675,13 @@ static void session_shutdown(struct session *s)
 		tun_close(c->tun_fd, c->ifname);
 }
 
+/* s is zero (static storage, or calloc in the tests): not written over
+ * again, so that its packet buffers (some 200 KiB) take memory only as far
+ * as packets fill them. */
 static void session_init(struct session *s, const struct config *cfg)
 {
 	char host[64] = "unknown", err[256];
 
-	memset(s, 0, sizeof(*s));
 	s->cfg = s->c.cfg = cfg;
 	s->c.tun_fd = -1;
 	s->fd = -1;

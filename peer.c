@@ -628,7 +628,11 @@ static int p2p_ready(struct client *c)
 			log_warnx("out of memory for %zu peers: peer-to-peer "
 			    "off", cap);
 		if (p2p->replay_self != c->addr) {
-			replay_clear(p2p);
+			/* Tables fresh from calloc (replay_self 0) are not
+			 * written again: their pages (some 140 KiB for a /24)
+			 * stay untouched until datagrams use them. */
+			if (p2p->replay_self != 0)
+				replay_clear(p2p);
 			p2p->replay_self = c->addr;
 		}
 		p2p->self = c->addr;
