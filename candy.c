@@ -29,6 +29,10 @@
 #include <time.h>
 #include <unistd.h>
 
+#ifdef __GLIBC__
+#include <malloc.h>
+#endif
+
 #include <bearssl.h>
 
 #include "candy.h"
@@ -3707,6 +3711,26 @@ static void session_init(struct session *s, const struct config *cfg)
 	tun_full_tunnel(NULL, 0);
 }
 
+/*
+ * A client's big buffers (the TLS engine's, the WebSocket queues, the
+ * offload buffers, the replay tables: 32 KiB to 128 KiB each) come from
+ * mmap rather than the heap: calloc then need not zero them (fresh pages
+ * are zero), the pages a buffer never reaches are never resident, and a
+ * queue ws_trim shrinks goes back to the system.  glibc takes such sizes
+ * from the heap below 128 KiB (musl's allocator maps them on its own).
+ * Not the server: its thousands of connections would each hold mappings
+ * of their own.
+ */
+#define CLIENT_MMAP_MIN	(32 * 1024)
+
+static void client_malloc_init(void)
+{
+#ifdef __GLIBC__
+	if (mallopt(M_MMAP_THRESHOLD, CLIENT_MMAP_MIN) != 1)
+		log_debug("mallopt(M_MMAP_THRESHOLD) refused");
+#endif
+}
+
 void client_run(const struct config *cfg)
 {
 	static struct session s;
@@ -3715,6 +3739,7 @@ void client_run(const struct config *cfg)
 	struct pollfd pfd[P_N];
 	int64_t tick = 0;	/* the next 1-second tick of peer.c */
 
+	client_malloc_init();
 	session_init(&s, cfg);
 	status_start(cfg);
 	while (!sig_quit) {
