@@ -100,7 +100,8 @@ vmrss() {
 	awk '/^VmRSS:/ { print $2 }' "/proc/$1/status" 2>/dev/null
 }
 
-# Memory after the traffic above.
+# Memory after the traffic above (the clients' own, idle and under load,
+# in the rss section).
 bench_memory() {
 	result "memory server VmRSS (2 clients)" "$(vmrss "$(pid_of srv)")" kB
 	result "memory client VmRSS" "$(vmrss "$(pid_of ca)")" kB
@@ -150,14 +151,15 @@ bench_p2p() {
 	    "$(awk -F/ '/^rtt|^round-trip/ { print $5 }' "$T/ping.out")" ms
 }
 
-# The TLS and scale sections live in their own files.
+# The TLS, client memory and scale sections live in their own files.
 . "$(dirname "$0")/bench-tls.sh"
 BENCH_SOURCED=1
+. "$(dirname "$0")/bench-rss.sh"
 . "$(dirname "$0")/bench-scale.sh"
 # candy against wireguard-go, OpenVPN and tinc, in a lab of its own.
 . "$(dirname "$0")/bench-peers.sh"
 
-SECTIONS=${BENCH_SECTIONS:-throughput latency memory p2p tls scale peers}
+SECTIONS=${BENCH_SECTIONS:-throughput latency memory p2p tls rss scale peers}
 
 for s in $SECTIONS; do
 	echo "# $s"
