@@ -534,19 +534,34 @@ int tun_write_vnet(int fd, const unsigned char *vh, const unsigned char *pkt,
  *   udp_buffers_raise: socket buffers of rcv and snd bytes (as root past
  *     the system's maximum, Linux); best effort.
  *   udp_offload_on: Linux UDP_GRO on fd: 1 on, 0 not (other systems).
- *   udp_send_gso: len bytes at buf as datagrams of seg bytes (the last
- *     may be shorter) to ip:port in one call (UDP_SEGMENT): 0 sent, -1
- *     with errno (EIO, EINVAL, EOPNOTSUPP: the kernel or device cannot).
- *   udp_recv_gro: one read into buf: its length, the sender in *ip and
- *     *port, and in *seg the size of the datagrams it holds (the last
- *     may be shorter; the length itself when it is one); -1 with errno.
+ * Datagrams move in batches of struct udp_dgram, one buffer each: to
+ * send, len bytes to ip:port, which the kernel cuts into datagrams of seg
+ * bytes when seg is not 0 (UDP_SEGMENT, Linux; the last may be shorter);
+ * received, len bytes from ip:port (room: the buffer's size) holding
+ * datagrams of seg bytes (UDP_GRO; the last may be shorter; seg is len
+ * when it is one datagram).
+ *   udp_send_batch: m[0..n) in order, in as few system calls as the
+ *     system allows (Linux: sendmmsg; elsewhere sendto each).  Each
+ *     entry's err says what became of it: 0 sent, else the errno it
+ *     failed with.  One entry failing does not stop the ones after it,
+ *     but EAGAIN (the socket's buffer is full) fails every one left
+ *     without trying.  Returns how many were sent.
+ *   udp_recv_batch: up to n entries at once (Linux: recvmmsg; elsewhere
+ *     recvfrom until n or none is waiting): how many, or -1 with errno
+ *     (EAGAIN: none waiting).  Fewer than n: none was waiting then.
  */
+struct udp_dgram {
+	unsigned char *buf;
+	size_t len, seg, room;
+	uint32_t ip;
+	uint16_t port;
+	int err;
+};
+
 void udp_buffers_raise(int fd, int rcv, int snd);
 int udp_offload_on(int fd);
-int udp_send_gso(int fd, const unsigned char *buf, size_t len, size_t seg,
-    uint32_t ip, uint16_t port);
-ssize_t udp_recv_gro(int fd, unsigned char *buf, size_t len, uint32_t *ip,
-    uint16_t *port, size_t *seg);
+size_t udp_send_batch(int fd, struct udp_dgram *m, size_t n);
+int udp_recv_batch(int fd, struct udp_dgram *m, size_t n);
 /* Delete the device and the routes through it (Linux, macOS: closing
  * does it; the BSDs: SIOCIFDESTROY). */
 void tun_close(int fd, const char *ifname);
@@ -749,6 +764,16 @@ enum peer_msg_type {
 #define PEER_DGRAM_MAX	65536	/* receive buffer: any UDP datagram */
 #define PEER_GSO_MAX	65000	/* bytes in one UDP_SEGMENT send */
 #define PEER_GSO_SEGS	64	/* datagrams in one (the kernel's limit) */
+/* A pass's outgoing datagrams: at most PEER_TX_ENTRIES entries (each
+ * one datagram, or a UDP_SEGMENT train) in PEER_TX_BYTES; received ones
+ * into a ring of PEER_RX_BYTES: 4 GRO trains, or as many datagrams of
+ * PEER_DGRAM_ONE as fit (the largest a peer sends: a 9000-byte packet,
+ * IP-in-IP, type byte, iv and tag). */
+#define PEER_TX_ENTRIES	64
+#define PEER_TX_BYTES	(4 * 65536)
+#define PEER_DGRAM_ONE	9088
+#define PEER_RX_BYTES	(4 * (PKT_HEADROOM + PEER_DGRAM_MAX))
+#define PEER_RX_SLOTS	64
 #define PEER_RCVBUF	(1 << 20)	/* socket buffers, bytes */
 #define PEER_SNDBUF	(1 << 20)
 
@@ -796,6 +821,18 @@ void peer_key_wipe(struct peer_key *k);
 struct endpoint {
 	uint32_t ip;
 	uint16_t port;
+};
+
+/* One entry of the pass's outgoing batch: n datagrams (seg bytes each,
+ * the last may be shorter) at txb + off, len bytes in all, to to.  A
+ * train of FORWARDs may grow while open; forward: FORWARDs sealed with
+ * peer's key, sent through the server if UDP fails them. */
+struct peer_txent {
+	struct endpoint to;
+	uint32_t peer;
+	size_t off, len, seg;
+	unsigned n;
+	unsigned char forward, open;
 };
 
 struct peer {
@@ -901,19 +938,21 @@ struct p2p {
 	int (*server_send)(struct client *c, const unsigned char *m,
 	    size_t len);
 	int loopback_ok;
-	/* Offloads (issue 11): UDP_GRO on the socket; UDP_SEGMENT batches
-	 * of txn equal datagrams of txseg bytes (the last may be shorter)
-	 * to txto in txb, sent by p2p_flush. */
+	/* Offloads (issue 11): UDP_GRO on the socket, UDP_SEGMENT trains. */
 	int gro, gso;
-	unsigned char *txb;	/* PEER_GSO_MAX bytes; NULL without GSO */
-	size_t txlen, txseg;
-	int txn;
-	struct endpoint txto;
-	uint32_t txpeer;	/* whose key sealed them */
-	unsigned char ctl[PEER_OVERHEAD + 32];	/* our control datagrams */
-	/* Received datagrams, with headroom so that a FORWARD can be routed
-	 * on in place. */
-	unsigned char rx[PKT_HEADROOM + PEER_DGRAM_MAX];
+	/* The pass's outgoing datagrams (issue 11), sealed one after the
+	 * other into txb and described by txq[0..ntx), go out in one
+	 * udp_send_batch at p2p_flush (or sooner when full). */
+	unsigned char *txb;	/* PEER_TX_BYTES */
+	size_t txlen;
+	struct peer_txent txq[PEER_TX_ENTRIES];
+	size_t ntx;
+	/* The receive ring: rxslots buffers of rxslot bytes in rxb, each
+	 * behind PKT_HEADROOM bytes so that a FORWARD can be routed on in
+	 * place; rxslot holds a GRO train with UDP_GRO, else a datagram. */
+	unsigned char *rxb;	/* PEER_RX_BYTES */
+	size_t rxslots, rxslot;
+	unsigned long tx_calls, rx_calls;	/* batches sent, received */
 };
 
 /* The state's name, "CONNECTED" and so on. */

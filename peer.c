@@ -304,26 +304,6 @@ static int budget_take(struct client *c, uint32_t ip, int64_t now)
 	return 1;
 }
 
-static int udp_send(struct client *c, const struct endpoint *ep,
-    const unsigned char *d, size_t n)
-{
-	struct sockaddr_in sa;
-	char e[22];
-
-	memset(&sa, 0, sizeof(sa));
-	sa.sin_family = AF_INET;
-	sa.sin_addr.s_addr = htonl(ep->ip);
-	sa.sin_port = htons(ep->port);
-	if (sendto(c->p2p.udp_fd, d, n, 0, (struct sockaddr *)&sa,
-	    sizeof(sa)) == (ssize_t)n)
-		return 0;
-	c->p2p.tx_err++;
-	if (log_debug_on)
-		log_debug("p2p: sending to %s: %s", endpoint_str(ep, e),
-		    strerror(errno));
-	return -1;
-}
-
 /* ---- The peer table: a fixed array and an open-addressing index. ---- */
 
 static const char *const peer_state_names[] = {
@@ -695,29 +675,212 @@ static void discovery_send(struct client *c, uint32_t dst)
 	server_send(c, m, sizeof(m));
 }
 
+/* ---- The pass's outgoing batch (issue 11). ---- */
+
+/*
+ * Every datagram we send (FORWARDs, heartbeats and the other control
+ * messages, STUN requests) is sealed into the batch, and the loop sends
+ * the batch at the end of each pass (p2p_flush, through client_flush and
+ * p2p_tick): one udp_send_batch for all that one pass produced, to any
+ * number of peers.  Nothing waits for a batch to fill: a batch is what
+ * one pass made.  With UDP_SEGMENT, FORWARDs of equal size to one peer
+ * in a row join one entry (a train the kernel cuts); a shorter one ends
+ * the train.  Entries leave in the order they were made, so packets of a
+ * flow keep theirs.
+ */
+
+/* A FORWARD of the batch that UDP failed, opened again (CTR mode) and
+ * sent through the server: PMSG_FORWARD and MSG_FORWARD are the same
+ * byte. */
+static void batch_to_server(struct client *c, uint32_t addr, unsigned char *d,
+    size_t n)
+{
+	struct peer *p = peer_lookup(c, addr);
+
+	if (p == NULL || n <= PEER_OVERHEAD + 1) {
+		c->dropped++;
+		return;
+	}
+	peer_open(&p->key, d, n);
+	p->tx--;
+	p->tx_bytes -= n - PEER_OVERHEAD - 1;
+	if (server_send(c, d + PEER_OVERHEAD, n - PEER_OVERHEAD) < 0) {
+		c->dropped++;
+		return;
+	}
+	c->tx_server++;
+	c->tx_server_bytes += n - PEER_OVERHEAD - 1;
+}
+
+/* One datagram of e that UDP failed with err: counted, and a FORWARD
+ * goes through the server as a packet p2p_send could not send would. */
+static void batch_failed(struct client *c, const struct peer_txent *e,
+    unsigned char *d, size_t n, int err)
+{
+	char s[22];
+
+	c->p2p.tx_err++;
+	if (log_debug_on)
+		log_debug("p2p: sending to %s: %s", endpoint_str(&e->to, s),
+		    strerror(err));
+	if (e->forward)
+		batch_to_server(c, e->peer, d, n);
+}
+
+/* A train the kernel would not cut (no UDP_SEGMENT on this kernel or
+ * device) turns GSO off; its datagrams go again one entry each. */
+static void batch_train_resend(struct client *c, const struct peer_txent *e)
+{
+	struct p2p *p2p = &c->p2p;
+	struct udp_dgram m[PEER_GSO_SEGS];
+	size_t i, off;
+
+	if (p2p->gso)
+		log_info("p2p: UDP segmentation refused: one datagram a "
+		    "time");
+	p2p->gso = 0;
+	for (i = 0, off = 0; i < e->n && i < PEER_GSO_SEGS; i++) {
+		m[i].buf = p2p->txb + e->off + off;
+		m[i].len = e->len - off < e->seg ? e->len - off : e->seg;
+		m[i].seg = 0;
+		m[i].ip = e->to.ip;
+		m[i].port = e->to.port;
+		off += m[i].len;
+	}
+	p2p->tx_calls++;
+	udp_send_batch(p2p->udp_fd, m, i);
+	while (i-- > 0)
+		if (m[i].err != 0)
+			batch_failed(c, e, m[i].buf, m[i].len, m[i].err);
+}
+
+/* What became of entry e, sent as m (udp_send_batch's err). */
+static void batch_entry_done(struct client *c, const struct peer_txent *e,
+    const struct udp_dgram *m)
+{
+	size_t off, k;
+
+	if (m->err == 0)
+		return;
+	if (e->n > 1 && (m->err == EIO || m->err == EINVAL ||
+	    m->err == EOPNOTSUPP || m->err == ENOPROTOOPT)) {
+		batch_train_resend(c, e);
+		return;
+	}
+	for (off = 0; off < e->len; off += k) {
+		k = e->len - off < e->seg ? e->len - off : e->seg;
+		batch_failed(c, e, m->buf + off, k, m->err);
+	}
+}
+
+/* see candy.h */
+void p2p_flush(struct client *c)
+{
+	struct p2p *p2p = &c->p2p;
+	struct udp_dgram m[PEER_TX_ENTRIES];
+	size_t i, n = p2p->ntx;
+
+	if (n == 0)
+		return;
+	for (i = 0; i < n; i++) {
+		const struct peer_txent *e = &p2p->txq[i];
+
+		m[i].buf = p2p->txb + e->off;
+		m[i].len = e->len;
+		m[i].seg = e->n > 1 ? e->seg : 0;
+		m[i].ip = e->to.ip;
+		m[i].port = e->to.port;
+	}
+	p2p->tx_calls++;
+	if (udp_send_batch(p2p->udp_fd, m, n) < n)
+		for (i = 0; i < n; i++)
+			batch_entry_done(c, &p2p->txq[i], &m[i]);
+	p2p->ntx = 0;
+	p2p->txlen = 0;
+}
+
+/* May a FORWARD of n bytes for p join the batch's last entry? */
+static int batch_joins(const struct p2p *p2p, const struct peer *p,
+    const struct endpoint *to, size_t n)
+{
+	const struct peer_txent *e;
+
+	if (!p2p->gso || p2p->ntx == 0)
+		return 0;
+	e = &p2p->txq[p2p->ntx - 1];
+	return e->forward && e->open &&
+	    e->peer == p->addr && endpoint_eq(&e->to, to) && n <= e->seg &&
+	    e->len + n <= PEER_GSO_MAX && e->n < PEER_GSO_SEGS;
+}
+
+/*
+ * Add m to the batch, to to: sealed with p's key, or as it is when p is
+ * NULL (STUN); forward: a FORWARD, which may join a train and goes
+ * through the server if UDP fails it.  A full batch is sent first.
+ * 0 queued, -1 too large for any datagram.
+ */
+static int batch_add(struct client *c, struct peer *p,
+    const struct endpoint *to, const unsigned char *m, size_t len,
+    int forward)
+{
+	struct p2p *p2p = &c->p2p;
+	struct peer_txent *e;
+	size_t n = p != NULL ? len + PEER_OVERHEAD : len;
+	unsigned char *d;
+	int join = forward && batch_joins(p2p, p, to, n);
+
+	if (n > PEER_GSO_MAX)
+		return -1;
+	if (p2p->txlen + n > PEER_TX_BYTES ||
+	    (!join && p2p->ntx == PEER_TX_ENTRIES)) {
+		p2p_flush(c);
+		join = 0;
+	}
+	if (!join) {
+		e = &p2p->txq[p2p->ntx++];
+		e->to = *to;
+		e->peer = p != NULL ? p->addr : 0;
+		e->off = p2p->txlen;
+		e->len = 0;
+		e->seg = n;
+		e->n = 0;
+		e->forward = (unsigned char)forward;
+		e->open = 1;
+	} else
+		e = &p2p->txq[p2p->ntx - 1];
+	d = p2p->txb + p2p->txlen;
+	if (p != NULL) {
+		memcpy(d + PEER_OVERHEAD, m, len);
+		peer_seal(&p->key, &p->iv, d, len);
+	} else
+		memcpy(d, m, len);
+	e->len += n;
+	e->n++;
+	if (n < e->seg)
+		e->open = 0;
+	p2p->txlen += n;
+	return 0;
+}
+
 /* ---- Peer datagrams we send. ---- */
 
 /*
- * Seal a control message for p and send it to ep.  Only the endpoint
+ * Seal a control message for p into the batch, to ep.  Only the endpoint
  * fresh heartbeats come from (real) has proved anything; the rest come
  * out of the reflection budget.
  */
 static int peer_ctl_send(struct client *c, struct peer *p,
     const struct endpoint *ep, const unsigned char *m, size_t len)
 {
-	struct p2p *p2p = &c->p2p;
-	size_t n;
-
 	if (ep->ip == 0)
 		return -1;
 	if (!endpoint_eq(ep, &p->real) && !budget_take(c, ep->ip, now_ms()))
 		return -1;
-	memcpy(p2p->ctl + PEER_OVERHEAD, m, len);
-	n = peer_seal(&p->key, &p->iv, p2p->ctl, len);
-	return udp_send(c, ep, p2p->ctl, n);
+	return batch_add(c, p, ep, m, len, 0);
 }
 
-/* 0 sent, -1 not (no endpoint, over budget, send error). */
+/* 0 in the batch, -1 not (no endpoint, over budget); what UDP then
+ * fails is counted by p2p_flush. */
 static int heartbeat_send(struct client *c, struct peer *p,
     const struct endpoint *ep)
 {
@@ -986,7 +1149,7 @@ static void stun_request_send(struct client *c, int64_t now)
 		return;
 	/* Retransmissions keep the transaction id (RFC 5389 §7.2.1). */
 	stun_request_build(req, p2p->stun_tid);
-	udp_send(c, &p2p->stun, req, sizeof(req));
+	batch_add(c, NULL, &p2p->stun, req, sizeof(req), 0);
 }
 
 /* Our public endpoint: send it to every PREPARING peer and move on. */
@@ -1479,11 +1642,18 @@ int p2p_start(struct client *c)
 	p2p->port = ntohs(sa.sin_port);
 	/* The measured loss at speed was this socket's receive queue. */
 	udp_buffers_raise(fd, PEER_RCVBUF, PEER_SNDBUF);
-	if (!cfg->no_offload) {
-		p2p->gro = udp_offload_on(fd);
-		if (p2p->gro && (p2p->txb = malloc(PEER_GSO_MAX)) != NULL)
-			p2p->gso = 1;
+	if (p2p->txb == NULL && ((p2p->txb = malloc(PEER_TX_BYTES)) == NULL ||
+	    (p2p->rxb = malloc(PEER_RX_BYTES)) == NULL)) {
+		log_warnx("out of memory for the UDP batches");
+		close(fd);
+		return -1;
 	}
+	if (!cfg->no_offload)
+		p2p->gro = p2p->gso = udp_offload_on(fd);
+	p2p->rxslot = p2p->gro ? PEER_DGRAM_MAX : PEER_DGRAM_ONE;
+	p2p->rxslots = PEER_RX_BYTES / (PKT_HEADROOM + p2p->rxslot);
+	if (p2p->rxslots > PEER_RX_SLOTS)
+		p2p->rxslots = PEER_RX_SLOTS;
 	rand_bytes(&p2p->replay_seed, sizeof(p2p->replay_seed));
 	rand_bytes(p2p->stun_tid, sizeof(p2p->stun_tid));
 	stun_resolve(c, now_ms());
@@ -1527,48 +1697,68 @@ int64_t p2p_tick(struct client *c, int64_t now)
 	 * for peers that missed one. */
 	if (c->cfg->route > 0 && p2p->ticks % PEER_DELAY_TICKS == 0)
 		relay_announce_all(&p2p->relay);
+	p2p_flush(c);	/* the tick's heartbeats, probes and STUN at once */
 	return now + PEER_TICK_MS;
 }
 
+/* One received entry: a datagram, or with UDP_GRO several of seg bytes
+ * from one sender, each checked on its own (replays too). */
+static void p2p_entry_input(struct client *c, const struct udp_dgram *m)
+{
+	struct endpoint from;
+	size_t seg = m->seg, off, k;
+
+	from.ip = m->ip;
+	from.port = m->port;
+	/* Read even when not ready, so that poll does not spin. */
+	if (!p2p_ready(c) || from.ip == 0)
+		return;
+	if (endpoint_eq(&from, &c->p2p.stun)) {
+		stun_input(c, m->buf, m->len, now_ms());
+		return;
+	}
+	if (seg == 0)
+		seg = m->len;
+	for (off = 0; off < m->len || off == 0; off += k) {
+		k = m->len - off < seg ? m->len - off : seg;
+		datagram_input(c, &from, m->buf + off, k, now_ms());
+		if (k == 0)
+			break;
+	}
+}
+
+/*
+ * The socket is readable: the ring filled at once (recvmmsg), until a
+ * read finds the queue drained or UDP_BURST entries came in.
+ */
 void p2p_udp_input(struct client *c)
 {
 	struct p2p *p2p = &c->p2p;
-	unsigned char *d = p2p->rx + PKT_HEADROOM;
-	int i;
+	struct udp_dgram m[PEER_RX_SLOTS];
+	size_t i, total = 0;
+	int n;
 
 	if (p2p->udp_fd < 0)
 		return;
-	for (i = 0; i < UDP_BURST; i++) {
-		struct endpoint from;
-		size_t seg, off, k;
-		ssize_t n;
-
-		/* With UDP_GRO one read may hold several datagrams of seg
-		 * bytes from one sender: each is checked on its own. */
-		n = udp_recv_gro(p2p->udp_fd, d, PEER_DGRAM_MAX, &from.ip,
-		    &from.port, &seg);
-		if (n < 0) {
-			if (errno != EAGAIN && errno != EWOULDBLOCK &&
+	while (total < UDP_BURST) {
+		for (i = 0; i < p2p->rxslots; i++) {
+			m[i].buf = p2p->rxb + i * (PKT_HEADROOM +
+			    p2p->rxslot) + PKT_HEADROOM;
+			m[i].room = p2p->rxslot;
+		}
+		if ((n = udp_recv_batch(p2p->udp_fd, m, p2p->rxslots)) <= 0) {
+			if (n < 0 && errno != EAGAIN && errno != EWOULDBLOCK &&
 			    errno != EINTR)
 				log_debug("p2p: receiving: %s",
 				    strerror(errno));
 			return;
 		}
-		/* Read even when not ready, so that poll does not spin. */
-		if (!p2p_ready(c) || from.ip == 0)
-			continue;
-		if (endpoint_eq(&from, &p2p->stun)) {
-			stun_input(c, d, (size_t)n, now_ms());
-			continue;
-		}
-		if (seg == 0)
-			seg = (size_t)n;
-		for (off = 0; off < (size_t)n || off == 0; off += k) {
-			k = (size_t)n - off < seg ? (size_t)n - off : seg;
-			datagram_input(c, &from, d + off, k, now_ms());
-			if (k == 0)
-				break;
-		}
+		p2p->rx_calls++;
+		for (i = 0; i < (size_t)n; i++)
+			p2p_entry_input(c, &m[i]);
+		if ((size_t)n < p2p->rxslots)
+			return;		/* drained */
+		total += (size_t)n;
 	}
 }
 
@@ -1602,94 +1792,6 @@ void p2p_saw_forward(struct client *c, uint32_t src)
 		peer_state_set(c, p, PEER_PREPARING, now_ms());
 }
 
-/* >>> offload block (issue 11): UDP_SEGMENT batches */
-/* A sealed FORWARD of the batch, opened again (CTR mode), to the server:
- * PMSG_FORWARD and MSG_FORWARD are the same byte. */
-static void batch_to_server(struct client *c, unsigned char *d, size_t n)
-{
-	struct peer *p = peer_lookup(c, c->p2p.txpeer);
-
-	if (p == NULL || n <= PEER_OVERHEAD + 1) {
-		c->dropped++;
-		return;
-	}
-	peer_open(&p->key, d, n);
-	p->tx--;
-	p->tx_bytes -= n - PEER_OVERHEAD - 1;
-	if (server_send(c, d + PEER_OVERHEAD, n - PEER_OVERHEAD) < 0) {
-		c->dropped++;
-		return;
-	}
-	c->tx_server++;
-	c->tx_server_bytes += n - PEER_OVERHEAD - 1;
-}
-
-/* see candy.h.  A kernel or device that cannot segment turns GSO off:
- * the batch goes one datagram at a time, and so does all that follows. */
-void p2p_flush(struct client *c)
-{
-	struct p2p *p2p = &c->p2p;
-	size_t off, n;
-
-	if (p2p->txn == 0)
-		return;
-	if (p2p->txn > 1 && udp_send_gso(p2p->udp_fd, p2p->txb, p2p->txlen,
-	    p2p->txseg, p2p->txto.ip, p2p->txto.port) == 0) {
-		p2p->txn = 0;
-		p2p->txlen = 0;
-		return;
-	}
-	if (p2p->txn > 1 && (errno == EIO || errno == EINVAL ||
-	    errno == EOPNOTSUPP || errno == ENOPROTOOPT)) {
-		log_info("p2p: UDP segmentation refused (%s): one datagram "
-		    "at a time", strerror(errno));
-		p2p->gso = 0;
-	}
-	/* One by one; what still fails goes through the server, as a
-	 * packet p2p_send could not send would. */
-	for (off = 0; off < p2p->txlen; off += n) {
-		n = p2p->txlen - off < p2p->txseg ? p2p->txlen - off :
-		    p2p->txseg;
-		if (udp_send(c, &p2p->txto, p2p->txb + off, n) < 0)
-			batch_to_server(c, p2p->txb + off, n);
-	}
-	p2p->txn = 0;
-	p2p->txlen = 0;
-}
-
-/* Seal m (a FORWARD) for p into the batch; a datagram that cannot join
- * it (another endpoint, larger, no room) sends the batch first, and a
- * shorter one ends it. */
-static int p2p_batch(struct client *c, struct peer *p, const unsigned char *m,
-    size_t len)
-{
-	struct p2p *p2p = &c->p2p;
-	size_t n = len + PEER_OVERHEAD;
-	unsigned char *d;
-
-	if (n > PEER_GSO_MAX)
-		return 0;
-	if (p2p->txn > 0 && (p2p->txpeer != p->addr ||
-	    n > p2p->txseg || p2p->txlen + n > PEER_GSO_MAX ||
-	    p2p->txn >= PEER_GSO_SEGS))
-		p2p_flush(c);
-	d = p2p->txb + p2p->txlen;
-	memcpy(d + PEER_OVERHEAD, m, len);
-	peer_seal(&p->key, &p->iv, d, len);
-	if (p2p->txn++ == 0) {
-		p2p->txseg = n;
-		p2p->txto = p->real;
-		p2p->txpeer = p->addr;
-	}
-	p2p->txlen += n;
-	p->tx++;
-	p->tx_bytes += len - 1;	/* the packet, as p2p_send counts it */
-	if (n < p2p->txseg)
-		p2p_flush(c);
-	return 1;
-}
-/* <<< offload block */
-
 /*
  * PROTOCOL 6: through the relay's next hop if it is connected, else
  * straight to dst if it is.  The packet is sealed in place: FORWARD's type
@@ -1699,9 +1801,7 @@ int p2p_send(struct client *c, uint32_t dst, unsigned char *pkt, size_t len)
 {
 	struct p2p *p2p = &c->p2p;
 	struct peer *p = NULL;
-	unsigned char *d = pkt - 1 - PEER_OVERHEAD;
 	uint32_t next;
-	size_t n;
 
 	if (!p2p_ready(c))
 		return 0;
@@ -1712,15 +1812,8 @@ int p2p_send(struct client *c, uint32_t dst, unsigned char *pkt, size_t len)
 	    p->state != PEER_CONNECTED))
 		return 0;
 	pkt[-1] = PMSG_FORWARD;
-	if (p2p->gso)
-		return p2p_batch(c, p, pkt - 1, len + 1);
-	n = peer_seal(&p->key, &p->iv, d, len + 1);
-	if (udp_send(c, &p->real, d, n) < 0) {
-		/* CTR mode: running it again gives the packet back, for the
-		 * caller to send through the server. */
-		peer_open(&p->key, d, n);
+	if (batch_add(c, p, &p->real, pkt - 1, len + 1, 1) < 0)
 		return 0;
-	}
 	p->tx++;
 	p->tx_bytes += len;
 	return 1;

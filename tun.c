@@ -19,6 +19,9 @@
  * Only the Linux code runs in our tests.  The rest is written from the
  * manuals and the systems' own tools; each untested block says so (XXX).
  */
+#if defined(__linux__)
+#define _GNU_SOURCE	/* struct mmsghdr, sendmmsg, recvmmsg */
+#endif
 #include <sys/types.h>
 #include <sys/ioctl.h>
 #include <sys/socket.h>
@@ -152,8 +155,73 @@ static int if_up(int s, const char *ifname)
 	return ioctl(s, SIOCSIFFLAGS, &ifr);
 }
 
+/*
+ * The portable way to move a batch of datagrams (see udp_send_batch and
+ * udp_recv_batch in candy.h): one sendto or recvfrom a datagram.  An
+ * entry of several datagrams (seg) goes as that many sendtos, and fails
+ * with the first that fails.
+ */
+static size_t udp_send_each(int fd, struct udp_dgram *m, size_t n)
+{
+	struct sockaddr_in sa;
+	size_t i, off, k, seg, sent = 0;
+
+	for (i = 0; i < n; i++) {
+		memset(&sa, 0, sizeof(sa));
+		sa.sin_family = AF_INET;
+		sa.sin_addr.s_addr = htonl(m[i].ip);
+		sa.sin_port = htons(m[i].port);
+		seg = m[i].seg == 0 || m[i].seg > m[i].len ? m[i].len :
+		    m[i].seg;
+		m[i].err = 0;
+		for (off = 0; off < m[i].len || off == 0; off += k) {
+			k = m[i].len - off < seg ? m[i].len - off : seg;
+			if (sendto(fd, m[i].buf + off, k, 0,
+			    (struct sockaddr *)&sa, sizeof(sa)) != (ssize_t)k) {
+				m[i].err = errno == EWOULDBLOCK ? EAGAIN :
+				    errno;
+				break;
+			}
+			if (k == 0)
+				break;
+		}
+		if (m[i].err == 0)
+			sent++;
+		else if (m[i].err == EAGAIN)
+			while (++i < n)
+				m[i].err = EAGAIN;
+	}
+	return sent;
+}
+
+static int udp_recv_each(int fd, struct udp_dgram *m, size_t n)
+{
+	struct sockaddr_in sa;
+	socklen_t salen;
+	ssize_t r;
+	size_t i;
+
+	for (i = 0; i < n; i++) {
+		memset(&sa, 0, sizeof(sa));
+		salen = sizeof(sa);
+		if ((r = recvfrom(fd, m[i].buf, m[i].room, 0,
+		    (struct sockaddr *)&sa, &salen)) < 0)
+			return i > 0 ? (int)i : -1;
+		m[i].len = m[i].seg = (size_t)r;
+		m[i].ip = sa.sin_family == AF_INET ?
+		    ntohl(sa.sin_addr.s_addr) : 0;
+		m[i].port = ntohs(sa.sin_port);
+		m[i].err = 0;
+	}
+	return (int)n;
+}
+
 #if defined(__linux__)
 /* ---- Linux. ---- */
+
+#define UDP_MMSG_MAX	64	/* entries per sendmmsg or recvmmsg */
+
+static int udp_mmsg_missing;	/* ENOSYS once: the portable way since */
 
 /*
  * The tunnel carries IPv4 only: without IPv6 on the device the kernel
@@ -249,81 +317,169 @@ int udp_offload_on(int fd)
 	return setsockopt(fd, SOL_UDP, UDP_GRO, &on, sizeof(on)) == 0;
 }
 
-/* One datagram buffer, its peer's address and room for control messages,
- * as sendmsg and recvmsg take them. */
-static void udp_msg_init(struct msghdr *mh, struct sockaddr_in *sa,
-    struct iovec *iov, void *buf, size_t len, void *ctl, size_t ctllen)
+/* >>> batch block (issue 11): sendmmsg and recvmmsg */
+/*
+ * One batch entry as sendmmsg and recvmmsg take it: its buffer, its
+ * peer's address, and room for one control message (UDP_SEGMENT's
+ * uint16_t to send, UDP_GRO's int received).
+ */
+union udp_ctl {
+	struct cmsghdr c;
+	char b[CMSG_SPACE(sizeof(int))];
+};
+
+static void udp_mmsg_init(struct mmsghdr *mm, struct sockaddr_in *sa,
+    struct iovec *iov, union udp_ctl *u, void *buf, size_t len)
 {
 	iov->iov_base = buf;
 	iov->iov_len = len;
-	memset(mh, 0, sizeof(*mh));
-	mh->msg_name = sa;
-	mh->msg_namelen = sizeof(*sa);
-	mh->msg_iov = iov;
-	mh->msg_iovlen = 1;
-	mh->msg_control = ctl;
-	mh->msg_controllen = ctllen;
+	memset(mm, 0, sizeof(*mm));
+	memset(u, 0, sizeof(*u));
+	mm->msg_hdr.msg_name = sa;
+	mm->msg_hdr.msg_namelen = sizeof(*sa);
+	mm->msg_hdr.msg_iov = iov;
+	mm->msg_hdr.msg_iovlen = 1;
+	mm->msg_hdr.msg_control = u->b;
+	mm->msg_hdr.msg_controllen = sizeof(u->b);
 }
 
-/* see candy.h */
-int udp_send_gso(int fd, const unsigned char *buf, size_t len, size_t seg,
-    uint32_t ip, uint16_t port)
+/* The entry to send: the address, and UDP_SEGMENT for a train. */
+static void udp_mmsg_out(struct mmsghdr *mm, struct sockaddr_in *sa,
+    struct iovec *iov, union udp_ctl *u, const struct udp_dgram *d)
 {
-	union {
-		struct cmsghdr c;
-		char b[CMSG_SPACE(sizeof(uint16_t))];
-	} u;
-	struct sockaddr_in sa;
-	struct msghdr mh;
-	struct iovec iov;
 	struct cmsghdr *cm;
-	uint16_t s = (uint16_t)seg;
+	uint16_t s = (uint16_t)d->seg;
 
-	memset(&sa, 0, sizeof(sa));
-	sa.sin_family = AF_INET;
-	sa.sin_addr.s_addr = htonl(ip);
-	sa.sin_port = htons(port);
-	memset(&u, 0, sizeof(u));
-	udp_msg_init(&mh, &sa, &iov, (void *)buf, len, u.b, sizeof(u.b));
-	cm = CMSG_FIRSTHDR(&mh);
+	udp_mmsg_init(mm, sa, iov, u, d->buf, d->len);
+	memset(sa, 0, sizeof(*sa));
+	sa->sin_family = AF_INET;
+	sa->sin_addr.s_addr = htonl(d->ip);
+	sa->sin_port = htons(d->port);
+	if (d->seg == 0 || d->seg >= d->len) {
+		mm->msg_hdr.msg_control = NULL;
+		mm->msg_hdr.msg_controllen = 0;
+		return;
+	}
+	mm->msg_hdr.msg_controllen = CMSG_SPACE(sizeof(s));
+	cm = CMSG_FIRSTHDR(&mm->msg_hdr);
 	cm->cmsg_level = SOL_UDP;
 	cm->cmsg_type = UDP_SEGMENT;
 	cm->cmsg_len = CMSG_LEN(sizeof(s));
 	memcpy(CMSG_DATA(cm), &s, sizeof(s));
-	return sendmsg(fd, &mh, 0) == (ssize_t)len ? 0 : -1;
+}
+
+/*
+ * sendmmsg sends entries until one fails, and returns how many it sent:
+ * the error of the one after them is reported by calling again from it,
+ * which fails it alone.  Then the rest are sent, unless the socket's
+ * buffer is full (EAGAIN), which fails them all at once.
+ */
+static size_t udp_mmsg_send(int fd, struct mmsghdr *mm, struct udp_dgram *m,
+    size_t n)
+{
+	size_t i = 0, sent = 0;
+	int r, e;
+
+	while (i < n) {
+		if (udp_mmsg_missing)
+			return sent + udp_send_each(fd, m + i, n - i);
+		r = sendmmsg(fd, mm + i, (unsigned)(n - i), MSG_DONTWAIT);
+		if (r > 0) {
+			for (e = 0; e < r; e++)
+				m[i + (size_t)e].err = 0;
+			i += (size_t)r;
+			sent += (size_t)r;
+			continue;
+		}
+		e = r < 0 ? errno : EAGAIN;
+		if (e == EINTR)
+			continue;
+		if (e == ENOSYS) {	/* a kernel older than 3.0 */
+			udp_mmsg_missing = 1;
+			continue;
+		}
+		if (e == EWOULDBLOCK)
+			e = EAGAIN;
+		m[i++].err = e;
+		while (e == EAGAIN && i < n)
+			m[i++].err = e;
+	}
+	return sent;
 }
 
 /* see candy.h */
-ssize_t udp_recv_gro(int fd, unsigned char *buf, size_t len, uint32_t *ip,
-    uint16_t *port, size_t *seg)
+size_t udp_send_batch(int fd, struct udp_dgram *m, size_t n)
 {
-	union {
-		struct cmsghdr c;
-		char b[CMSG_SPACE(sizeof(int))];
-	} u;
-	struct sockaddr_in sa;
-	struct msghdr mh;
-	struct iovec iov;
+	struct mmsghdr mm[UDP_MMSG_MAX];
+	struct sockaddr_in sa[UDP_MMSG_MAX];
+	struct iovec iov[UDP_MMSG_MAX];
+	union udp_ctl u[UDP_MMSG_MAX];
+	size_t i, k, done, sent = 0;
+
+	for (done = 0; done < n; done += k) {
+		k = n - done < UDP_MMSG_MAX ? n - done : UDP_MMSG_MAX;
+		for (i = 0; i < k; i++)
+			udp_mmsg_out(&mm[i], &sa[i], &iov[i], &u[i],
+			    &m[done + i]);
+		sent += udp_mmsg_send(fd, mm, m + done, k);
+	}
+	return sent;
+}
+
+/* The size of the datagrams in a received entry (UDP_GRO's control
+ * message; without one the entry is one datagram). */
+static size_t udp_mmsg_seg(struct msghdr *mh, size_t len)
+{
 	struct cmsghdr *cm;
-	ssize_t n;
+	size_t seg = len;
 	int g;
 
-	memset(&sa, 0, sizeof(sa));
-	udp_msg_init(&mh, &sa, &iov, buf, len, u.b, sizeof(u.b));
-	if ((n = recvmsg(fd, &mh, 0)) < 0)
-		return -1;
-	*ip = sa.sin_family == AF_INET ? ntohl(sa.sin_addr.s_addr) : 0;
-	*port = ntohs(sa.sin_port);
-	*seg = (size_t)n;
-	for (cm = CMSG_FIRSTHDR(&mh); cm != NULL; cm = CMSG_NXTHDR(&mh, cm))
+	for (cm = CMSG_FIRSTHDR(mh); cm != NULL; cm = CMSG_NXTHDR(mh, cm))
 		if (cm->cmsg_level == SOL_UDP && cm->cmsg_type == UDP_GRO &&
 		    cm->cmsg_len >= CMSG_LEN(sizeof(g))) {
 			memcpy(&g, CMSG_DATA(cm), sizeof(g));
-			if (g > 0 && (size_t)g < *seg)
-				*seg = (size_t)g;
+			if (g > 0 && (size_t)g < seg)
+				seg = (size_t)g;
 		}
-	return n;
+	return seg;
 }
+
+/* see candy.h */
+int udp_recv_batch(int fd, struct udp_dgram *m, size_t n)
+{
+	struct mmsghdr mm[UDP_MMSG_MAX];
+	struct sockaddr_in sa[UDP_MMSG_MAX];
+	struct iovec iov[UDP_MMSG_MAX];
+	union udp_ctl u[UDP_MMSG_MAX];
+	size_t i;
+	int r;
+
+	if (n > UDP_MMSG_MAX)
+		n = UDP_MMSG_MAX;
+	if (udp_mmsg_missing)
+		return udp_recv_each(fd, m, n);
+	for (i = 0; i < n; i++) {
+		udp_mmsg_init(&mm[i], &sa[i], &iov[i], &u[i], m[i].buf,
+		    m[i].room);
+		memset(&sa[i], 0, sizeof(sa[i]));
+	}
+	if ((r = recvmmsg(fd, mm, (unsigned)n, MSG_DONTWAIT, NULL)) < 0) {
+		if (errno != ENOSYS)
+			return -1;
+		udp_mmsg_missing = 1;
+		return udp_recv_each(fd, m, n);
+	}
+	for (i = 0; i < (size_t)r; i++) {
+		m[i].len = mm[i].msg_len;
+		m[i].ip = sa[i].sin_family == AF_INET ?
+		    ntohl(sa[i].sin_addr.s_addr) : 0;
+		m[i].port = ntohs(sa[i].sin_port);
+		m[i].seg = udp_mmsg_seg(&mm[i].msg_hdr, m[i].len);
+		m[i].err = 0;
+	}
+	return r;
+}
+/* <<< batch block */
 /* <<< offload block */
 
 static int if_addr_set(int s, const char *ifname, unsigned long req,
@@ -1114,28 +1270,16 @@ int udp_offload_on(int fd)
 	return 0;
 }
 
-int udp_send_gso(int fd, const unsigned char *buf, size_t len, size_t seg,
-    uint32_t ip, uint16_t port)
+/* see candy.h: one system call a datagram here.  XXX FreeBSD and NetBSD
+ * have sendmmsg and recvmmsg too; not used yet. */
+size_t udp_send_batch(int fd, struct udp_dgram *m, size_t n)
 {
-	errno = EOPNOTSUPP;
-	return -1;
+	return udp_send_each(fd, m, n);
 }
 
-ssize_t udp_recv_gro(int fd, unsigned char *buf, size_t len, uint32_t *ip,
-    uint16_t *port, size_t *seg)
+int udp_recv_batch(int fd, struct udp_dgram *m, size_t n)
 {
-	struct sockaddr_in sa;
-	socklen_t salen = sizeof(sa);
-	ssize_t n;
-
-	memset(&sa, 0, sizeof(sa));
-	if ((n = recvfrom(fd, buf, len, 0, (struct sockaddr *)&sa,
-	    &salen)) < 0)
-		return -1;
-	*ip = sa.sin_family == AF_INET ? ntohl(sa.sin_addr.s_addr) : 0;
-	*port = ntohs(sa.sin_port);
-	*seg = (size_t)n;
-	return n;
+	return udp_recv_each(fd, m, n);
 }
 #endif	/* macOS and the BSDs */
 

@@ -18,6 +18,7 @@
 #include <netinet/in.h>
 #include <arpa/inet.h>
 
+#include <errno.h>
 #include <fcntl.h>
 #include <poll.h>
 #include <stdio.h>
@@ -248,7 +249,8 @@ static void tc_free(struct tc *t)
 	free(t->c.p2p.win);
 	free(t->c.p2p.seen);
 	free(t->c.p2p.relay.r);
-	free(t->c.p2p.txb);	/* the GSO batch, where offload is on */
+	free(t->c.p2p.txb);	/* the outgoing batch */
+	free(t->c.p2p.rxb);	/* the receive ring */
 	close(t->tun[0]);
 	close(t->tun[1]);
 	t->on = 0;
@@ -289,6 +291,12 @@ static void pump(int stun_answers)
 	int i, moved = 1;
 
 	for (i = 0; i < 100 && moved; i++) {
+		/* What the last round queued leaves, as the loop's
+		 * client_flush sends it at the end of a pass. */
+		if (ta.on)
+			p2p_flush(&ta.c);
+		if (tb.on)
+			p2p_flush(&tb.c);
 		moved = stun_serve(stun_answers);
 		if (ta.on && pending(ta.c.p2p.udp_fd)) {
 			p2p_udp_input(&ta.c);
@@ -311,23 +319,29 @@ static void pump(int stun_answers)
 static int offload_works(void)
 {
 	unsigned char b[200], got[256];
+	struct udp_dgram m, g;
 	struct pollfd pf;
-	uint16_t sport, rport, from;
-	uint32_t ip;
-	size_t seg = 0;
-	ssize_t n = -1;
-	int s = udp_open(&sport), r = udp_open(&rport);
+	uint16_t sport, rport;
+	int s = udp_open(&sport), r = udp_open(&rport), n = -1;
 
 	memset(b, 0x5a, sizeof(b));
+	memset(&m, 0, sizeof(m));
+	memset(&g, 0, sizeof(g));
+	m.buf = b;
+	m.len = sizeof(b);
+	m.seg = 100;
+	m.ip = LOOPBACK;
+	m.port = rport;
+	g.buf = got;
+	g.room = sizeof(got);
 	pf.fd = r;
 	pf.events = POLLIN;
-	if (udp_offload_on(r) &&
-	    udp_send_gso(s, b, sizeof(b), 100, LOOPBACK, rport) == 0 &&
+	if (udp_offload_on(r) && udp_send_batch(s, &m, 1) == 1 &&
 	    poll(&pf, 1, 1000) == 1)
-		n = udp_recv_gro(r, got, sizeof(got), &ip, &from, &seg);
+		n = udp_recv_batch(r, &g, 1);
 	close(s);
 	close(r);
-	return (n == 200 && seg == 100) || (n == 100 && seg == 100);
+	return n == 1 && g.seg == 100 && (g.len == 200 || g.len == 100);
 }
 
 /*
@@ -342,29 +356,34 @@ static void gso_check(struct peer *pa, struct peer *pb)
 	unsigned long rx = pb->rx, replay = tb.c.p2p.rx_replay;
 	uint64_t txb = pa->tx_bytes;
 	size_t len[3] = { 1400, 1400, 900 }, ok = 0, i;
+	size_t slot = tb.c.p2p.rxslot, slots = tb.c.p2p.rxslots;
+	struct udp_dgram m;
 	int fwd;
 	ssize_t r;
 
-	if (!offload_works() || !udp_offload_on(tb.c.p2p.udp_fd) ||
-	    (ta.c.p2p.txb = malloc(PEER_GSO_MAX)) == NULL) {
+	if (!offload_works() || !udp_offload_on(tb.c.p2p.udp_fd)) {
 		CHECK(1, "peer: UDP GSO/GRO (not on this system)");
 		return;
 	}
 	ta.c.p2p.gso = tb.c.p2p.gro = 1;
+	tb.c.p2p.rxslot = PEER_DGRAM_MAX;	/* as p2p_start sizes them */
+	tb.c.p2p.rxslots = PEER_RX_BYTES / (PKT_HEADROOM + PEER_DGRAM_MAX);
 	for (i = 0; i < 3; i++) {
 		memset(buf[i], 0, sizeof(buf[i]));
 		unhex(vec_ping, buf[i] + PKT_HEADROOM, 128);
 		put16(buf[i] + PKT_HEADROOM + 2, (uint16_t)len[i]);
 		buf[i][PKT_HEADROOM + len[i] - 1] = (unsigned char)i;
 		if (i == 2) {
-			CHECK(ta.c.p2p.txn == 2 && ta.c.p2p.txlen == 2 * 1429,
-			    "peer: GSO: two datagrams batched, none sent");
+			CHECK(ta.c.p2p.ntx == 1 && ta.c.p2p.txq[0].n == 2 &&
+			    ta.c.p2p.txlen == 2 * 1429,
+			    "peer: GSO: two datagrams in one train, none sent");
 			memcpy(again, ta.c.p2p.txb, ta.c.p2p.txlen);
 		}
 		p2p_send(&ta.c, B_ADDR, buf[i] + PKT_HEADROOM, len[i]);
 	}
-	CHECK(ta.c.p2p.txn == 0,
-	    "peer: GSO: a shorter third ends the batch: sent");
+	CHECK(ta.c.p2p.ntx == 1 && ta.c.p2p.txq[0].n == 3 &&
+	    !ta.c.p2p.txq[0].open,
+	    "peer: GSO: a shorter third ends the train");
 	p2p_flush(&ta.c);
 	pump(1);
 	for (i = 0; i < 3; i++) {
@@ -375,17 +394,22 @@ static void gso_check(struct peer *pa, struct peer *pb)
 		ref[len[i] - 1] = (unsigned char)i;
 		ok += r == (ssize_t)len[i] && memcmp(got, ref, len[i]) == 0;
 	}
-	CHECK(ok == 3 && pb->rx == rx + 3 && ta.c.p2p.txn == 0,
+	CHECK(ok == 3 && pb->rx == rx + 3 && ta.c.p2p.ntx == 0,
 	    "peer: GSO/GRO: one send, three packets whole on B's TUN");
 	CHECK(pa->tx_bytes == txb + 1400 + 1400 + 900,
 	    "peer: GSO: a batched packet counts its bytes sent (status)");
-	udp_send_gso(ta.c.p2p.udp_fd, again, 2 * 1429, 1429, LOOPBACK,
-	    tb.c.p2p.port);
+	memset(&m, 0, sizeof(m));
+	m.buf = again;
+	m.len = 2 * 1429;
+	m.seg = 1429;
+	m.ip = LOOPBACK;
+	m.port = tb.c.p2p.port;
+	udp_send_batch(ta.c.p2p.udp_fd, &m, 1);
 	pump(1);
 	CHECK(recv(tb.tun[1], got, sizeof(got), MSG_DONTWAIT) < 0 &&
 	    tb.c.p2p.rx_replay == replay + 2 && pb->rx == rx + 3,
 	    "peer: GRO: two of them again: 2 replays, none delivered");
-	/* A batch the kernel will not send goes through the server. */
+	/* A train the kernel will not send goes through the server. */
 	fwd = ta.sent[MSG_FORWARD];
 	pa->real.port = 0;
 	for (i = 0; i < 2; i++)
@@ -395,9 +419,121 @@ static void gso_check(struct peer *pa, struct peer *pb)
 	CHECK(ta.sent[MSG_FORWARD] == fwd + 2 &&
 	    pa->tx_bytes == txb + 1400 + 1400 + 900,
 	    "peer: GSO: a batch that cannot be sent goes through the server");
-	ta.c.p2p.gso = 0;
-	free(ta.c.p2p.txb);
-	ta.c.p2p.txb = NULL;
+	ta.c.p2p.gso = tb.c.p2p.gro = 0;
+	tb.c.p2p.rxslot = slot;
+	tb.c.p2p.rxslots = slots;
+}
+
+/*
+ * Issue 11: one pass's datagrams leave in one udp_send_batch and arrive
+ * through the receive ring.  A batch that fills is sent at once and the
+ * next begins; an entry UDP refuses goes through the server while the
+ * ones around it still leave, in order.
+ */
+#define BATCH_N	(PEER_TX_ENTRIES + 6)
+
+static int batch_tun_read(unsigned char *got, size_t n, int mark)
+{
+	ssize_t r = recv(tb.tun[1], got, n, MSG_DONTWAIT);
+
+	return r == 100 && got[99] == (unsigned char)mark;
+}
+
+static void batch_check(struct peer *pa, struct peer *pb)
+{
+	static unsigned char buf[BATCH_N][PKT_HEADROOM + 100];
+	unsigned char got[256];
+	unsigned long txc = ta.c.p2p.tx_calls, rxc = tb.c.p2p.rx_calls;
+	unsigned long rx = pb->rx, err = ta.c.p2p.tx_err;
+	int i, ok = 0, fwd = ta.sent[MSG_FORWARD];
+
+	for (i = 0; i < BATCH_N; i++) {
+		memset(buf[i], 0, sizeof(buf[i]));
+		unhex(vec_ping, buf[i] + PKT_HEADROOM, 28);
+		put16(buf[i] + PKT_HEADROOM + 2, 100);
+		buf[i][PKT_HEADROOM + 99] = (unsigned char)i;
+	}
+	for (i = 0; i < PEER_TX_ENTRIES; i++)
+		p2p_send(&ta.c, B_ADDR, buf[i] + PKT_HEADROOM, 100);
+	CHECK(ta.c.p2p.ntx == PEER_TX_ENTRIES && ta.c.p2p.tx_calls == txc,
+	    "p2p batch: a pass's datagrams wait for the end of the pass");
+	for (; i < BATCH_N; i++)
+		p2p_send(&ta.c, B_ADDR, buf[i] + PKT_HEADROOM, 100);
+	CHECK(ta.c.p2p.ntx == BATCH_N - PEER_TX_ENTRIES &&
+	    ta.c.p2p.tx_calls == txc + 1,
+	    "p2p batch: a full batch is sent at once, the next begins");
+	p2p_flush(&ta.c);
+	CHECK(ta.c.p2p.ntx == 0 && ta.c.p2p.txlen == 0 &&
+	    ta.c.p2p.tx_calls == txc + 2, "p2p batch: the rest at p2p_flush");
+	p2p_udp_input(&tb.c);
+	for (i = 0; i < BATCH_N; i++)
+		ok += batch_tun_read(got, sizeof(got), i);
+	CHECK(ok == BATCH_N && pb->rx == rx + BATCH_N,
+	    "p2p batch: every packet arrives, in order");
+	CHECK(tb.c.p2p.rx_calls - rxc <= (BATCH_N + tb.c.p2p.rxslots - 1) /
+	    tb.c.p2p.rxslots, "p2p batch: received a ring at a time");
+	/* The second of three refused (port 0: EINVAL): the first and the
+	 * third still leave by UDP, the second through the server. */
+	for (i = 0; i < 3; i++) {
+		pa->real.port = i == 1 ? 0 : tb.c.p2p.port;
+		p2p_send(&ta.c, B_ADDR, buf[i] + PKT_HEADROOM, 100);
+	}
+	pa->real.port = tb.c.p2p.port;
+	p2p_flush(&ta.c);
+	pump(1);
+	ok = batch_tun_read(got, sizeof(got), 0) &&
+	    batch_tun_read(got, sizeof(got), 2) &&
+	    recv(tb.tun[1], got, sizeof(got), MSG_DONTWAIT) < 0;
+	CHECK(ok && ta.sent[MSG_FORWARD] == fwd + 1 &&
+	    ta.c.p2p.tx_err == err + 1 && ta.c.p2p.ntx == 0,
+	    "p2p batch: an entry refused goes through the server, the rest by "
+	    "UDP");
+}
+
+/*
+ * udp_send_batch on its own: entries the kernel refuses (EACCES: a
+ * broadcast without SO_BROADCAST; EINVAL: port 0) between ones it takes.
+ * sendmmsg stops at each; every other entry still leaves, in order, and
+ * udp_recv_batch takes them all in one call.
+ */
+static void test_udp_batch(void)
+{
+	unsigned char d[5][64], got[8][128];
+	struct udp_dgram m[5], g[8];
+	uint16_t sport, rport;
+	int s = udp_open(&sport), r = udp_open(&rport), i, n, ok;
+
+	memset(m, 0, sizeof(m));
+	for (i = 0; i < 5; i++) {
+		memset(d[i], 'a' + i, sizeof(d[i]));
+		m[i].buf = d[i];
+		m[i].len = (size_t)(10 + i);
+		m[i].ip = LOOPBACK;
+		m[i].port = rport;
+		m[i].err = -1;
+	}
+	m[1].ip = 0xffffffffu;
+	m[2].port = 0;
+	CHECK(udp_send_batch(s, m, 5) == 3 && m[0].err == 0 &&
+	    m[1].err == EACCES && m[2].err == EINVAL && m[3].err == 0 &&
+	    m[4].err == 0,
+	    "udp batch: refused entries have their errno, the rest leave");
+	memset(g, 0, sizeof(g));
+	for (i = 0; i < 8; i++) {
+		g[i].buf = got[i];
+		g[i].room = sizeof(got[i]);
+	}
+	n = udp_recv_batch(r, g, 8);
+	ok = n == 3;
+	for (i = 0; ok && i < 3; i++)
+		ok = g[i].len == (size_t)(10 + (i == 0 ? 0 : i + 2)) &&
+		    g[i].seg == g[i].len && got[i][0] == d[i == 0 ? 0 : i + 2][0] &&
+		    g[i].ip == LOOPBACK && g[i].port == sport;
+	CHECK(ok, "udp batch: received in one call, in order, with sender");
+	CHECK(udp_recv_batch(r, g, 8) < 0 && (errno == EAGAIN ||
+	    errno == EWOULDBLOCK), "udp batch: none waiting: EAGAIN");
+	close(s);
+	close(r);
 }
 
 /* One second passes: each client ticks, then everything arrives. */
@@ -483,6 +619,7 @@ static int fake_read(struct fake *f, int type)
 	ssize_t n;
 	int count = 0;
 
+	p2p_flush(&ta.c);	/* what A's pass queued */
 	f->n = 0;
 	while ((n = recv(f->fd, d, sizeof(d), 0)) > 0) {
 		if (peer_open(&f->own, d, (size_t)n) < 0 || f->n == 64 ||
@@ -614,6 +751,7 @@ static void test_peer_handshake(void)
 	unsigned char *pkt = buf + PKT_HEADROOM;
 	struct peer *pa, *pb;
 	size_t i, n;
+	int fwd;
 	ssize_t r;
 	char name[96];
 
@@ -660,13 +798,18 @@ static void test_peer_handshake(void)
 	n = unhex(vec_ping, pkt, 128);
 	CHECK(p2p_send(&ta.c, C_ADDR, pkt, n) == 0,
 	    "peer: packet to an unknown peer is left to the server");
-	/* A send that fails leaves the packet whole for the server. */
+	/* A send that fails sends the packet whole through the server. */
 	pa->real.port = 0;
-	CHECK(p2p_send(&ta.c, B_ADDR, pkt, n) == 0 &&
-	    memcmp(pkt, ref, n) == 0,
-	    "peer: failed UDP send gives the packet back intact");
+	fwd = ta.sent[MSG_FORWARD];
+	CHECK(p2p_send(&ta.c, B_ADDR, pkt, n) == 1 && pa->tx == 2,
+	    "peer: a packet to send joins the pass's batch");
+	p2p_flush(&ta.c);
+	CHECK(ta.sent[MSG_FORWARD] == fwd + 1 && pa->tx == 1 &&
+	    memcmp(ta.last[MSG_FORWARD] + 1, ref, 31) == 0,
+	    "peer: failed UDP send: the packet intact through the server");
 	pa->real.port = tb.c.p2p.port;
 	gso_check(pa, pb);
+	batch_check(pa, pb);
 
 	/* B goes quiet: 3 s without a heartbeat and A falls back. */
 	tb.on = 0;
@@ -1056,6 +1199,7 @@ static void test_peer_relay(void)
 	unsigned char m[160], buf[PKT_HEADROOM + 128];
 	unsigned char *pkt = buf + PKT_HEADROOM;
 	const unsigned char *r;
+	unsigned long calls;
 	size_t n;
 	int i, ok;
 
@@ -1074,9 +1218,13 @@ static void test_peer_relay(void)
 	CHECK(ok, "relay: DELAY probe on CONNECTED");
 	fake_heartbeat(&fb, 1);
 	fake_heartbeat(&fd_, 1);
+	calls = ta.c.p2p.tx_calls;
 	step(1);
 	CHECK(fake_read(&fb, PMSG_DELAY) == 1,
 	    "relay: unanswered DELAY probe repeated the next tick");
+	CHECK(ta.c.p2p.tx_calls == calls + 1 &&
+	    fake_read(&fd_, PMSG_HEARTBEAT) == 1,
+	    "p2p: a tick's datagrams to two peers leave in one batch");
 	memcpy(m, fake_msg(&fb, PMSG_DELAY, 0), PMSG_DELAY_LEN);
 	fake_read(&fd_, -1);
 	fake_now_ms += 7;
@@ -1612,6 +1760,7 @@ void test_peer(void)
 	test_peer_lan_offer();
 	test_peer_simultaneous();
 	test_peer_table();
+	test_udp_batch();
 	close(stun_fd);
 	fake_now_ms = 0;
 }
