@@ -927,7 +927,7 @@ struct p2p {
 	unsigned long ticks;
 	unsigned long rx_bad;	/* datagrams that failed authentication */
 	unsigned long rx_replay;	/* authentic datagrams seen before */
-	unsigned long tx_err;	/* sendto failures */
+	unsigned long tx_err;	/* datagrams UDP failed */
 	unsigned long tx_budget;	/* not sent: over the reflection budget */
 	unsigned long evicted;	/* peers evicted from a full table */
 	unsigned long moved;	/* endpoint changes of connected peers */
@@ -938,6 +938,9 @@ struct p2p {
 	int (*server_send)(struct client *c, const unsigned char *m,
 	    size_t len);
 	int loopback_ok;
+	/* Test hook: when set, batches go here instead of udp_send_batch
+	 * (a kernel that answers EAGAIN, say). */
+	size_t (*send_batch)(int fd, struct udp_dgram *m, size_t n);
 	/* Offloads (issue 11): UDP_GRO on the socket, UDP_SEGMENT trains. */
 	int gro, gso;
 	/* The pass's outgoing datagrams (issue 11), sealed one after the

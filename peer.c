@@ -792,7 +792,8 @@ void p2p_flush(struct client *c)
 		m[i].port = e->to.port;
 	}
 	p2p->tx_calls++;
-	if (udp_send_batch(p2p->udp_fd, m, n) < n)
+	if ((p2p->send_batch != NULL ? p2p->send_batch :
+	    udp_send_batch)(p2p->udp_fd, m, n) < n)
 		for (i = 0; i < n; i++)
 			batch_entry_done(c, &p2p->txq[i], &m[i]);
 	p2p->ntx = 0;

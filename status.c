@@ -527,6 +527,10 @@ void p2p_report(struct report *r, const struct client *c)
 		    (int64_t)p2p->rx_bad, NULL);
 		report_num(r, "send_errors", "send errors",
 		    (int64_t)p2p->tx_err, NULL);
+		report_num(r, "send_batches", "send batches",
+		    (int64_t)p2p->tx_calls, NULL);
+		report_num(r, "receive_batches", "receive batches",
+		    (int64_t)p2p->rx_calls, NULL);
 		report_num(r, "replays", "replays", (int64_t)p2p->rx_replay,
 		    NULL);
 		report_num(r, "over_budget", "over budget",

@@ -7,8 +7,8 @@
 # with --no-offload (the plain path), all three peer-to-peer; x with
 # offloads and y without, both without STUN, so that what they send goes
 # through the server in FORWARD frames.  16 MiB of random bytes cross in
-# every pairing of fast and plain, peer-to-peer and relayed, and each
-# end's SHA-256 must agree.
+# every pairing of fast and plain, peer-to-peer and relayed, and to and
+# from two peers at once; each end's SHA-256 must agree.
 
 . "$(dirname "$0")/lib.sh"
 need_netns
@@ -123,6 +123,39 @@ xfer x y "$Y" "through the server, offloads to --no-offload (x -> y)"
 xfer y x "$X" "through the server, --no-offload to offloads (y -> x)"
 xfer x a "$A" "through the server, offloads both ends (x -> a)"
 
+# Several peers at once (issue 11: one pass's datagrams to different
+# peers leave in one batch, and the receive ring takes several senders'):
+# a sends to b (offloads) and p (plain) together, then b and p send to a
+# together.
+xfer2() {
+	PORT=$((PORT + 2))
+	rm -f "$T/got1" "$T/got2"
+	bg_run "$2" "$T/got1" timeout 90 python3 "$T/xfer.py" recv "$3" "$PORT"
+	_x1=$BG_PID
+	bg_run "$5" "$T/got2" timeout 90 python3 "$T/xfer.py" recv "$6" \
+	    "$((PORT + 1))"
+	_x2=$BG_PID
+	wait_until 5 eval "nsx $2 ss -ltn | grep -q ':$PORT '"
+	wait_until 5 eval "nsx $5 ss -ltn | grep -q ':$((PORT + 1)) '"
+	nsx "$1" timeout 90 python3 "$T/xfer.py" send "$3" "$PORT" \
+	    "$T/data" >/dev/null 2>&1 &
+	_x3=$!
+	nsx "$4" timeout 90 python3 "$T/xfer.py" send "$6" "$((PORT + 1))" \
+	    "$T/data" >/dev/null 2>&1
+	wait "$_x3" "$_x1" "$_x2" 2>/dev/null
+	if [ "$(cat "$T/got1" 2>/dev/null)" = "$WANT" ] &&
+	    [ "$(cat "$T/got2" 2>/dev/null)" = "$WANT" ]; then
+		ok "$7: 2 x 16 MiB intact"
+	else
+		fail "$7: 2 x 16 MiB intact"
+		echo "#   want $WANT"
+		echo "#   got  $(cat "$T/got1" "$T/got2" 2>/dev/null | tr '\n' ' ')"
+	fi
+}
+
+xfer2 a b "$B" a p "$PP" "peer-to-peer, a to b and p at once"
+xfer2 b a "$A" p a "$A" "peer-to-peer, b and p to a at once"
+
 # The datagrams between the peers were authentic and fresh, none lost to
 # the checks: the super-packets were cut and joined right.
 status_of a >"$T/status-a"
@@ -135,4 +168,8 @@ check "a: offloads on, no super-packet from the TUN refused" \
 check "a: super-packets were cut and received segments coalesced" \
     eval "grep -Eq '^ *super-packets cut: [1-9]' '$T/status-a' &&
     grep -Eq '^ *coalesced writes: [1-9]' '$T/status-a'"
+status_of p >"$T/status-p"
+check "p (--no-offload): datagrams sent and received in batches" \
+    eval "grep -Eq '^ *send batches: [1-9]' '$T/status-p' &&
+    grep -Eq '^ *receive batches: [1-9]' '$T/status-p'"
 exit 0

@@ -490,6 +490,48 @@ static void batch_check(struct peer *pa, struct peer *pb)
 	    "UDP");
 }
 
+/* A socket buffer that fills after 2 entries: the rest fail EAGAIN, as
+ * udp_send_batch reports it. */
+static size_t send_batch_full(int fd, struct udp_dgram *m, size_t n)
+{
+	size_t i, sent = udp_send_batch(fd, m, n < 2 ? n : 2);
+
+	for (i = 2; i < n; i++)
+		m[i].err = EAGAIN;
+	return sent;
+}
+
+/* Issue 11: the socket's buffer full in the middle of a batch (EAGAIN):
+ * what did not leave goes through the server, none lost, none twice. */
+static void batch_eagain_check(struct peer *pa, struct peer *pb)
+{
+	static unsigned char buf[5][PKT_HEADROOM + 100];
+	unsigned char got[256];
+	unsigned long rx = pb->rx, err = ta.c.p2p.tx_err;
+	uint64_t txb = pa->tx_bytes;
+	int i, ok = 0, fwd = ta.sent[MSG_FORWARD];
+
+	for (i = 0; i < 5; i++) {
+		memset(buf[i], 0, sizeof(buf[i]));
+		unhex(vec_ping, buf[i] + PKT_HEADROOM, 28);
+		put16(buf[i] + PKT_HEADROOM + 2, 100);
+		buf[i][PKT_HEADROOM + 99] = (unsigned char)i;
+		p2p_send(&ta.c, B_ADDR, buf[i] + PKT_HEADROOM, 100);
+	}
+	ta.c.p2p.send_batch = send_batch_full;
+	p2p_flush(&ta.c);
+	ta.c.p2p.send_batch = NULL;
+	pump(1);
+	for (i = 0; i < 2; i++)
+		ok += batch_tun_read(got, sizeof(got), i);
+	CHECK(ok == 2 && recv(tb.tun[1], got, sizeof(got), MSG_DONTWAIT) < 0 &&
+	    pb->rx == rx + 2 && ta.sent[MSG_FORWARD] == fwd + 3 &&
+	    ta.c.p2p.tx_err == err + 3 && pa->tx_bytes == txb + 2 * 100 &&
+	    memcmp(ta.last[MSG_FORWARD] + 1, buf[4] + PKT_HEADROOM, 31) == 0,
+	    "p2p batch: EAGAIN after 2: those by UDP, the other 3 through the "
+	    "server");
+}
+
 /*
  * udp_send_batch on its own: entries the kernel refuses (EACCES: a
  * broadcast without SO_BROADCAST; EINVAL: port 0) between ones it takes.
@@ -810,6 +852,7 @@ static void test_peer_handshake(void)
 	pa->real.port = tb.c.p2p.port;
 	gso_check(pa, pb);
 	batch_check(pa, pb);
+	batch_eagain_check(pa, pb);
 
 	/* B goes quiet: 3 s without a heartbeat and A falls back. */
 	tb.on = 0;
