@@ -232,6 +232,16 @@ int64_t now_ms(void)
 	return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
 }
 
+int64_t now_us(void)
+{
+	struct timespec ts;
+
+	if (fake_now_ms)
+		return fake_now_ms * 1000;
+	clock_gettime(CLOCK_MONOTONIC, &ts);
+	return (int64_t)ts.tv_sec * 1000000 + ts.tv_nsec / 1000;
+}
+
 int64_t wall_s(void)
 {
 	return (int64_t)time(NULL);
@@ -2510,6 +2520,10 @@ void server_run(const struct config *cfg)
 #define BACKOFF_MAX_S		30
 #define SESSION_STABLE_MS	60000	/* a session this old resets the backoff */
 #define TUN_BURST		64	/* packets read from the TUN a pass */
+/* Bytes read from the TUN a pass: with offloads one read may be 64 KiB,
+ * and 64 of them would keep the loop from the UDP socket (and a ping's
+ * answer waiting there) for milliseconds. */
+#define TUN_PASS_BYTES		(128 * 1024)
 #define IPV4_HDR_LEN		20
 #define STALL_MS		30000	/* server took no bytes: reconnect */
 #define REFUSED_LOG_MAX		8	/* refused routes logged a session */
@@ -3520,6 +3534,27 @@ static int session_tun_wanted(const struct session *s)
 	    4 * (size_t)(s->cfg->mtu + 64));
 }
 
+/* A bulk packet read while the device's queue has not been empty for a
+ * standing while is dropped or marked: 1 dropped (see struct client). */
+static int session_tun_aqm_drops(struct session *s, unsigned char *pkt,
+    size_t n)
+{
+	struct client *c = &s->c;
+	int64_t now = now_us();
+
+	if (c->tun_busy_us == 0)
+		c->tun_busy_us = now;
+	if (!aqm_bulk(pkt, n) ||
+	    !codel_drop(&c->tun_aqm, now, now - c->tun_busy_us))
+		return 0;
+	if (aqm_mark(pkt, n)) {
+		c->tun_aqm_marked++;
+		return 0;
+	}
+	c->tun_aqm_dropped++;
+	return 1;
+}
+
 /* >>> offload block (issue 11): super-packets from the TUN */
 /*
  * One read gives up to 64 KiB of one TCP flow (or one packet) behind its
@@ -3531,16 +3566,20 @@ static void session_tun_input_offload(struct session *s)
 	unsigned char *pkt = s->seg + PKT_HEADROOM;
 	struct tun_vnet h;
 	struct tun_seg g;
-	size_t n;
+	size_t n, bytes = 0;
 	ssize_t r;
-	int i;
+	int i, first;
 
-	for (i = 0; i < TUN_BURST && session_tun_wanted(s); i++) {
+	for (i = 0; i < TUN_BURST && bytes < TUN_PASS_BYTES &&
+	    session_tun_wanted(s); i++) {
 		if ((r = tun_read_vnet(s->c.tun_fd, s->buf, sizeof(s->buf))) <= 0) {
 			if (r < 0)
 				log_warn("reading %s", s->c.ifname);
+			else
+				s->c.tun_busy_us = 0;
 			return;
 		}
+		bytes += (size_t)r;
 		if (r < TUN_VNET_LEN)
 			continue;
 		tun_vnet_get(&h, s->buf, s->c.vnet_le);
@@ -3555,8 +3594,11 @@ static void session_tun_input_offload(struct session *s)
 		}
 		if (h.gso_type != TUN_GSO_NONE)
 			s->c.seg_cut++;
-		while ((n = tun_seg_next(&g, pkt, PKT_MAX - IPV4_HDR_LEN - 1)) > 0)
-			client_route(&s->c, pkt, n, 0);
+		/* One segment of a super-packet answers for its wait. */
+		for (first = 1; (n = tun_seg_next(&g, pkt,
+		    PKT_MAX - IPV4_HDR_LEN - 1)) > 0; first = 0)
+			if (!first || !session_tun_aqm_drops(s, pkt, n))
+				client_route(&s->c, pkt, n, 0);
 	}
 }
 /* <<< offload block */
@@ -3579,9 +3621,12 @@ static void session_tun_input(struct session *s)
 		if (n <= 0) {
 			if (n < 0)
 				log_warn("reading %s", s->c.ifname);
+			else
+				s->c.tun_busy_us = 0;
 			return;
 		}
-		client_route(&s->c, pkt, (size_t)n, 0);
+		if (!session_tun_aqm_drops(s, pkt, (size_t)n))
+			client_route(&s->c, pkt, (size_t)n, 0);
 	}
 }
 
@@ -3647,6 +3692,10 @@ static void session_report(void *ctx, struct report *r)
 	    NULL);
 	report_num(r, "offload_coalesced", "coalesced writes",
 	    (int64_t)c->gro_out, NULL);
+	report_num(r, "tun_queue_dropped", "tun queue drops",
+	    (int64_t)c->tun_aqm_dropped, NULL);
+	report_num(r, "tun_queue_marked", "tun queue ce marks",
+	    (int64_t)c->tun_aqm_marked, NULL);
 	p2p_report(r, c);
 	report_list(r, "sdwan_routes", "sdwan routes", 1);
 	for (i = 0; i < c->nroutes; i++) {

@@ -110,6 +110,7 @@ void fatalx(const char *fmt, ...)
 
 /* Monotonic milliseconds; wall-clock seconds for protocol timestamps. */
 int64_t now_ms(void);
+int64_t now_us(void);	/* the same clock in microseconds */
 int64_t wall_s(void);
 
 /* Test hook: when nonzero, now_ms() returns this instead of the clock. */
@@ -556,10 +557,15 @@ struct udp_dgram {
 	uint32_t ip;
 	uint16_t port;
 	int err;
+	int64_t waited_us;	/* received: how long it sat in the socket's
+				 * buffer (udp_timestamps_on), -1 unknown */
 };
 
 void udp_buffers_raise(int fd, int rcv, int snd);
 int udp_offload_on(int fd);
+/* Linux SO_TIMESTAMPNS on fd, so that udp_recv_batch can say how long
+ * each entry waited: 1 on, 0 not (other systems). */
+int udp_timestamps_on(int fd);
 size_t udp_send_batch(int fd, struct udp_dgram *m, size_t n);
 int udp_recv_batch(int fd, struct udp_dgram *m, size_t n);
 /* Delete the device and the routes through it (Linux, macOS: closing
@@ -893,6 +899,37 @@ struct peer_budget {
 #define PEER_OWN_MAX	32	/* our own interface addresses, remembered */
 #define PEER_BUDGET_IPS	64	/* destinations with a budget of their own */
 
+/*
+ * CoDel (RFC 8289) on the time datagrams wait in our UDP socket's receive
+ * buffer (issue 11).  When the receiver is the slower end the buffer fills
+ * until it overflows, and every packet of every flow waits behind it (a
+ * megabyte is 2 ms at 4 Gbit/s).  Once the wait has stayed above
+ * AQM_TARGET_US for AQM_INTERVAL_US, one bulk packet is dropped (or marked
+ * CE when its flow does ECN), then more often, as the RFC's control law
+ * says, until the wait falls below the target: the bulk flow slows to what
+ * we can take, and the queue a ping shares with it stays short.
+ *   codel_drop: 1 when the packet dequeued at now_us, having waited
+ *     sojourn_us, is to be dropped (or marked), else 0.  Times in
+ *     microseconds of any clock that does not go back.
+ *   aqm_bulk: 1 when pkt (an IPv4 packet of len bytes) may be dropped or
+ *     marked: at least AQM_BULK_MIN bytes, not ICMP.  A ping, an ACK, a
+ *     DNS answer are never dropped for the queue's sake.
+ *   aqm_mark: set CE on pkt if it is ECN-capable (ECT(0) or ECT(1)),
+ *     adjusting the header checksum (RFC 1624): 1 marked, 0 not capable.
+ */
+#define AQM_TARGET_US	500
+#define AQM_INTERVAL_US	5000
+#define AQM_BULK_MIN	512
+struct codel {
+	int64_t first_above_us;	/* when the wait may count as standing */
+	int64_t drop_next_us;	/* the next drop, while dropping */
+	uint32_t count, lastcount;	/* drops in this dropping state */
+	int dropping;
+};
+int codel_drop(struct codel *q, int64_t now_us, int64_t sojourn_us);
+int aqm_bulk(const unsigned char *pkt, size_t len);
+int aqm_mark(unsigned char *pkt, size_t len);
+
 struct p2p {
 	int udp_fd;		/* -1 when P2P is off */
 	uint16_t port;		/* our UDP port */
@@ -932,6 +969,11 @@ struct p2p {
 	unsigned long evicted;	/* peers evicted from a full table */
 	unsigned long moved;	/* endpoint changes of connected peers */
 	struct relay relay;	/* PROTOCOL 6, with cfg->route > 0 */
+	/* The receive queue's AQM (issue 11): how long the datagram being
+	 * handled waited in the socket (-1 unknown), when it was read. */
+	struct codel aqm;
+	int64_t rx_waited_us, rx_now_us;
+	unsigned long aqm_dropped, aqm_marked;
 	/* Test hooks: when set, messages for the server go here instead of
 	 * client_server_send; loopback_ok accepts endpoints on 127/8 (the
 	 * unit tests' peers all live there). */
@@ -1207,6 +1249,13 @@ struct client {
 	unsigned long seg_bad;	/* super-packets from the TUN refused */
 	unsigned long seg_cut;	/* super-packets cut into several */
 	unsigned long gro_out;	/* coalesced writes of several segments */
+	/* The TUN's AQM (issue 11): the device's queue has no timestamps,
+	 * so a packet's wait is taken as the time since the queue was last
+	 * found empty, i.e. since the first read that followed (a standing
+	 * queue never empties); see struct codel.  0: it was empty. */
+	struct codel tun_aqm;
+	int64_t tun_busy_us;
+	unsigned long tun_aqm_dropped, tun_aqm_marked;
 };
 
 /*

@@ -49,7 +49,11 @@
 #define PEER_MOVE_MIN_MS	5000	/* between two endpoint changes */
 #define PEER_OWN_REFRESH_MS	10000	/* our interface addresses re-read */
 #define IVSEEN_PER_PEER		16	/* random ivs remembered, per slot */
-#define UDP_BURST		64	/* datagrams read per p2p_udp_input */
+#define UDP_BURST		64	/* entries per p2p_udp_input */
+/* Bytes read per p2p_udp_input (after the batch that crosses it): with
+ * UDP_GRO an entry may be 64 KiB, and 64 of them would keep the loop from
+ * the TUN (and a ping waiting there) for milliseconds. */
+#define UDP_PASS_BYTES		(128 * 1024)
 #define IP_HDR_LEN		20
 #define STUN_DEFAULT_PORT	"3478"
 #define STUN_RESOLVE_MS		10000	/* between two name resolutions */
@@ -1409,6 +1413,117 @@ static void heartbeat_input(struct client *c, const struct endpoint *from,
 }
 
 /* A packet from a peer: ours, or to be relayed (PROTOCOL 6). */
+/* ---- The receive queue's AQM (issue 11). ---- */
+
+/* floor(sqrt(n)), by bits. */
+static uint32_t isqrt(uint32_t n)
+{
+	uint32_t r = 0, b = 1u << 30;
+
+	while (b > n)
+		b >>= 2;
+	while (b != 0) {
+		if (n >= r + b) {
+			n -= r + b;
+			r = (r >> 1) + b;
+		} else
+			r >>= 1;
+		b >>= 2;
+	}
+	return r;
+}
+
+/* RFC 8289 §5.5: the next drop comes interval / sqrt(count) after t
+ * (sqrt in 1/1024ths; past 4095 drops the spacing stays as it is). */
+static int64_t codel_control_law(int64_t t, uint32_t count)
+{
+	uint32_t q = isqrt((count < 4096 ? count : 4095) << 20);
+
+	return t + (int64_t)AQM_INTERVAL_US * 1024 / (q ? q : 1);
+}
+
+/* see candy.h.  RFC 8289 §5.4, one packet per call: a standing wait is
+ * one that has stayed above the target for a whole interval. */
+int codel_drop(struct codel *q, int64_t now_us, int64_t sojourn_us)
+{
+	int standing = 0;
+	uint32_t delta;
+
+	if (sojourn_us < AQM_TARGET_US)
+		q->first_above_us = 0;
+	else if (q->first_above_us == 0)
+		q->first_above_us = now_us + AQM_INTERVAL_US;
+	else if (now_us >= q->first_above_us)
+		standing = 1;
+	if (q->dropping) {
+		if (!standing) {
+			q->dropping = 0;
+			return 0;
+		}
+		if (now_us < q->drop_next_us)
+			return 0;
+		q->count++;
+		q->drop_next_us = codel_control_law(q->drop_next_us, q->count);
+		return 1;
+	}
+	if (!standing)
+		return 0;
+	/* Dropping again soon after the last time: start near the rate
+	 * that worked then (§5.6). */
+	q->dropping = 1;
+	delta = q->count - q->lastcount;
+	q->count = delta > 1 && now_us - q->drop_next_us <
+	    16 * (int64_t)AQM_INTERVAL_US ? delta : 1;
+	q->drop_next_us = codel_control_law(now_us, q->count);
+	q->lastcount = q->count;
+	return 1;
+}
+
+/* see candy.h */
+int aqm_bulk(const unsigned char *pkt, size_t len)
+{
+	return len >= AQM_BULK_MIN && len >= IP_HDR_LEN && pkt[9] != 1;
+}
+
+/* see candy.h */
+int aqm_mark(unsigned char *pkt, size_t len)
+{
+	uint32_t sum;
+	uint16_t old, new;
+
+	if (len < IP_HDR_LEN || (pkt[1] & 3) == 0)
+		return 0;
+	if ((pkt[1] & 3) == 3)
+		return 1;	/* marked already */
+	/* RFC 1624 eqn. 3: HC' = ~(~HC + ~m + m'), on the word holding
+	 * the TOS byte. */
+	old = get16(pkt);
+	pkt[1] |= 3;
+	new = get16(pkt);
+	sum = (uint32_t)(uint16_t)~get16(pkt + 10) + (uint16_t)~old + new;
+	sum = (sum & 0xffff) + (sum >> 16);
+	sum = (sum & 0xffff) + (sum >> 16);
+	put16(pkt + 10, (uint16_t)~sum);
+	return 1;
+}
+
+/* A bulk packet that waited a standing while in our receive buffer is
+ * dropped or marked (see struct codel): 1 dropped. */
+static int aqm_drops(struct client *c, unsigned char *pkt, size_t n)
+{
+	struct p2p *p2p = &c->p2p;
+
+	if (p2p->rx_waited_us < 0 || !aqm_bulk(pkt, n) ||
+	    !codel_drop(&p2p->aqm, p2p->rx_now_us, p2p->rx_waited_us))
+		return 0;
+	if (aqm_mark(pkt, n)) {
+		p2p->aqm_marked++;
+		return 0;
+	}
+	p2p->aqm_dropped++;
+	return 1;
+}
+
 static void forward_input(struct client *c, const struct endpoint *from,
     unsigned char *m, size_t len, int64_t now)
 {
@@ -1424,6 +1539,8 @@ static void forward_input(struct client *c, const struct endpoint *from,
 		p->rx++;
 		p->rx_bytes += n;
 	}
+	if (aqm_drops(c, pkt, n))
+		return;
 	if (get32(pkt + 16) == c->addr)
 		client_deliver(c, pkt, n);
 	else if (c->cfg->route > 0 && n <= PKT_MAX - IP_HDR_LEN - 1)
@@ -1651,6 +1768,9 @@ int p2p_start(struct client *c)
 	}
 	if (!cfg->no_offload)
 		p2p->gro = p2p->gso = udp_offload_on(fd);
+	p2p->rx_waited_us = -1;
+	if (!udp_timestamps_on(fd))
+		log_debug("p2p: no receive timestamps: no AQM");
 	p2p->rxslot = p2p->gro ? PEER_DGRAM_MAX : PEER_DGRAM_ONE;
 	p2p->rxslots = PEER_RX_BYTES / (PKT_HEADROOM + p2p->rxslot);
 	if (p2p->rxslots > PEER_RX_SLOTS)
@@ -1711,6 +1831,7 @@ static void p2p_entry_input(struct client *c, const struct udp_dgram *m)
 
 	from.ip = m->ip;
 	from.port = m->port;
+	c->p2p.rx_waited_us = m->waited_us;
 	/* Read even when not ready, so that poll does not spin. */
 	if (!p2p_ready(c) || from.ip == 0)
 		return;
@@ -1736,12 +1857,12 @@ void p2p_udp_input(struct client *c)
 {
 	struct p2p *p2p = &c->p2p;
 	struct udp_dgram m[PEER_RX_SLOTS];
-	size_t i, total = 0;
+	size_t i, total = 0, bytes = 0;
 	int n;
 
 	if (p2p->udp_fd < 0)
 		return;
-	while (total < UDP_BURST) {
+	while (total < UDP_BURST && bytes < UDP_PASS_BYTES) {
 		for (i = 0; i < p2p->rxslots; i++) {
 			m[i].buf = p2p->rxb + i * (PKT_HEADROOM +
 			    p2p->rxslot) + PKT_HEADROOM;
@@ -1755,8 +1876,11 @@ void p2p_udp_input(struct client *c)
 			return;
 		}
 		p2p->rx_calls++;
-		for (i = 0; i < (size_t)n; i++)
+		p2p->rx_now_us = now_us();
+		for (i = 0; i < (size_t)n; i++) {
+			bytes += m[i].len;
 			p2p_entry_input(c, &m[i]);
+		}
 		if ((size_t)n < p2p->rxslots)
 			return;		/* drained */
 		total += (size_t)n;

@@ -538,6 +538,10 @@ void p2p_report(struct report *r, const struct client *c)
 		report_num(r, "evicted", "evicted", (int64_t)p2p->evicted,
 		    NULL);
 		report_num(r, "moved", "moved", (int64_t)p2p->moved, NULL);
+		report_num(r, "queue_dropped", "queue drops",
+		    (int64_t)p2p->aqm_dropped, NULL);
+		report_num(r, "queue_marked", "queue ce marks",
+		    (int64_t)p2p->aqm_marked, NULL);
 		report_num(r, "peer_table", "peer table", (int64_t)p2p->cap,
 		    NULL);
 	}

@@ -35,6 +35,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 #include <unistd.h>
 
 #if defined(__linux__)
@@ -212,6 +213,7 @@ static int udp_recv_each(int fd, struct udp_dgram *m, size_t n)
 		    ntohl(sa.sin_addr.s_addr) : 0;
 		m[i].port = ntohs(sa.sin_port);
 		m[i].err = 0;
+		m[i].waited_us = -1;
 	}
 	return (int)n;
 }
@@ -325,7 +327,7 @@ int udp_offload_on(int fd)
  */
 union udp_ctl {
 	struct cmsghdr c;
-	char b[CMSG_SPACE(sizeof(int))];
+	char b[CMSG_SPACE(sizeof(int)) + CMSG_SPACE(sizeof(struct timespec))];
 };
 
 static void udp_mmsg_init(struct mmsghdr *mm, struct sockaddr_in *sa,
@@ -426,6 +428,36 @@ size_t udp_send_batch(int fd, struct udp_dgram *m, size_t n)
 	return sent;
 }
 
+/* see candy.h */
+int udp_timestamps_on(int fd)
+{
+	int on = 1;
+
+	return setsockopt(fd, SOL_SOCKET, SO_TIMESTAMPNS, &on, sizeof(on)) == 0;
+}
+
+/* How long ago the kernel stamped an entry's arrival (SCM_TIMESTAMPNS,
+ * the real-time clock): microseconds, -1 when there is no stamp or it is
+ * not plausible (a clock step; qemu-user passing it unconverted). */
+static int64_t udp_mmsg_waited(struct msghdr *mh)
+{
+	struct cmsghdr *cm;
+	struct timespec ts, now;
+	int64_t us;
+
+	for (cm = CMSG_FIRSTHDR(mh); cm != NULL; cm = CMSG_NXTHDR(mh, cm))
+		if (cm->cmsg_level == SOL_SOCKET &&
+		    cm->cmsg_type == SCM_TIMESTAMPNS &&
+		    cm->cmsg_len >= CMSG_LEN(sizeof(ts)))
+			break;
+	if (cm == NULL || clock_gettime(CLOCK_REALTIME, &now) < 0)
+		return -1;
+	memcpy(&ts, CMSG_DATA(cm), sizeof(ts));
+	us = ((int64_t)now.tv_sec - (int64_t)ts.tv_sec) * 1000000 +
+	    ((int64_t)now.tv_nsec - (int64_t)ts.tv_nsec) / 1000;
+	return us >= 0 && us < 1000000 ? us : -1;
+}
+
 /* The size of the datagrams in a received entry (UDP_GRO's control
  * message; without one the entry is one datagram). */
 static size_t udp_mmsg_seg(struct msghdr *mh, size_t len)
@@ -475,6 +507,7 @@ int udp_recv_batch(int fd, struct udp_dgram *m, size_t n)
 		    ntohl(sa[i].sin_addr.s_addr) : 0;
 		m[i].port = ntohs(sa[i].sin_port);
 		m[i].seg = udp_mmsg_seg(&mm[i].msg_hdr, m[i].len);
+		m[i].waited_us = udp_mmsg_waited(&mm[i].msg_hdr);
 		m[i].err = 0;
 	}
 	return r;
@@ -1280,6 +1313,11 @@ size_t udp_send_batch(int fd, struct udp_dgram *m, size_t n)
 int udp_recv_batch(int fd, struct udp_dgram *m, size_t n)
 {
 	return udp_recv_each(fd, m, n);
+}
+
+int udp_timestamps_on(int fd)
+{
+	return 0;
 }
 #endif	/* macOS and the BSDs */
 

@@ -1787,6 +1787,124 @@ static void test_peer_table(void)
 	tc_free(&ta);
 }
 
+/*
+ * Issue 11's AQM, without a clock: codel_drop against RFC 8289's rules
+ * step by step, then which packets may be dropped and how CE is set.
+ */
+static void test_peer_codel(void)
+{
+	struct codel q;
+	int64_t t = 5000000, next;
+	int i, drops;
+
+	memset(&q, 0, sizeof(q));
+	/* Below the target: never, however long. */
+	for (i = 0; i < 100; i++)
+		if (codel_drop(&q, t + i * 1000, AQM_TARGET_US - 1))
+			break;
+	CHECK(i == 100, "codel: a wait below the target drops nothing");
+	/* Above it: nothing for one interval, then one drop. */
+	CHECK(!codel_drop(&q, t, AQM_TARGET_US), "codel: not at once");
+	CHECK(!codel_drop(&q, t + AQM_INTERVAL_US - 1, AQM_TARGET_US * 4),
+	    "codel: not within the interval");
+	CHECK(codel_drop(&q, t + AQM_INTERVAL_US, AQM_TARGET_US),
+	    "codel: a standing wait for an interval drops one");
+	CHECK(q.dropping && q.count == 1, "codel: dropping, count 1");
+	/* The next drop an interval later, then interval / sqrt(2). */
+	CHECK(!codel_drop(&q, t + 2 * AQM_INTERVAL_US - 1, AQM_TARGET_US),
+	    "codel: the next not before an interval");
+	CHECK(codel_drop(&q, t + 2 * AQM_INTERVAL_US, AQM_TARGET_US),
+	    "codel: the next after an interval");
+	next = q.drop_next_us - (t + 2 * AQM_INTERVAL_US);
+	CHECK(next > AQM_INTERVAL_US * 70 / 100 &&
+	    next < AQM_INTERVAL_US * 71 / 100,
+	    "codel: then interval / sqrt(2)");
+	/* Drops come faster and faster while the wait stands. */
+	drops = 0;
+	for (i = 1; i <= 10 * AQM_INTERVAL_US / 100; i++)
+		drops += codel_drop(&q, t + 2 * AQM_INTERVAL_US + i * 100,
+		    AQM_TARGET_US * 2);
+	/* interval / sqrt(n) apart: about 42 in 10 intervals. */
+	CHECK(drops > 30 && drops < 60, "codel: the control law's pace");
+	/* A short wait ends it; a standing one soon after resumes near
+	 * the last count (RFC 8289 §5.6). */
+	CHECK(!codel_drop(&q, t + 20 * AQM_INTERVAL_US, 0) && !q.dropping,
+	    "codel: a short wait ends the dropping state");
+	t += 20 * AQM_INTERVAL_US + 1;
+	CHECK(!codel_drop(&q, t, AQM_TARGET_US), "codel: again, not at once");
+	CHECK(codel_drop(&q, t + AQM_INTERVAL_US, AQM_TARGET_US) &&
+	    q.count > 2, "codel: again, at the count that worked");
+}
+
+/* RFC 1071: the header's checksum sums to 0xffff. */
+static int ip_sum_ok(const unsigned char *h)
+{
+	uint32_t sum = 0;
+	int i;
+
+	for (i = 0; i < 20; i += 2)
+		sum += (uint32_t)h[i] << 8 | h[i + 1];
+	while (sum >> 16)
+		sum = (sum & 0xffff) + (sum >> 16);
+	return sum == 0xffff;
+}
+
+static void ip_header(unsigned char *h, int tos, int proto, size_t len)
+{
+	uint32_t sum = 0;
+	int i;
+
+	memset(h, 0, 20);
+	h[0] = 0x45;
+	h[1] = (unsigned char)tos;
+	h[2] = (unsigned char)(len >> 8);
+	h[3] = (unsigned char)len;
+	h[8] = 64;
+	h[9] = (unsigned char)proto;
+	memcpy(h + 12, "\xac\x1f\x00\x01\xac\x1f\x00\x02", 8);
+	for (i = 0; i < 20; i += 2)
+		sum += (uint32_t)h[i] << 8 | h[i + 1];
+	while (sum >> 16)
+		sum = (sum & 0xffff) + (sum >> 16);
+	h[10] = (unsigned char)(~sum >> 8);
+	h[11] = (unsigned char)~sum;
+}
+
+static void test_peer_aqm_packets(void)
+{
+	static const int tos[] = { 0x00, 0xb8, 0x01, 0x02, 0xff, 0xfe, 0x03 };
+	unsigned char p[1400], was[20];
+	size_t i;
+	int ok = 1;
+
+	ip_header(p, 0, 1, sizeof(p));
+	CHECK(!aqm_bulk(p, sizeof(p)), "aqm: a large ping is not bulk");
+	ip_header(p, 0, 6, 52);
+	CHECK(!aqm_bulk(p, 52), "aqm: a TCP ACK is not bulk");
+	ip_header(p, 0, 6, AQM_BULK_MIN);
+	CHECK(aqm_bulk(p, AQM_BULK_MIN), "aqm: a full TCP segment is bulk");
+	ip_header(p, 0, 17, sizeof(p));
+	CHECK(aqm_bulk(p, sizeof(p)), "aqm: a large UDP packet is bulk");
+	CHECK(!aqm_bulk(p, 19), "aqm: a short buffer is not");
+	/* Not-ECT: left alone; ECT(0), ECT(1): CE with a right checksum;
+	 * CE: left alone, counted as marked.  Whatever the DSCP. */
+	for (i = 0; i < sizeof(tos) / sizeof(tos[0]); i++) {
+		int r;
+
+		ip_header(p, tos[i], 6, sizeof(p));
+		memcpy(was, p, sizeof(was));
+		r = aqm_mark(p, sizeof(p));
+		if ((tos[i] & 3) == 0)
+			ok &= r == 0 && memcmp(was, p, sizeof(was)) == 0;
+		else
+			ok &= r == 1 && p[1] == (tos[i] | 3) &&
+			    ip_sum_ok(p) && memcmp(was + 2, p + 2, 8) == 0 &&
+			    memcmp(was + 12, p + 12, 8) == 0;
+	}
+	CHECK(ok, "aqm: CE set on ECN-capable packets, the checksum right");
+	CHECK(!aqm_mark(p, 19), "aqm: a short buffer is not marked");
+}
+
 void test_peer(void)
 {
 	test_peer_vectors();
@@ -1804,6 +1922,8 @@ void test_peer(void)
 	test_peer_simultaneous();
 	test_peer_table();
 	test_udp_batch();
+	test_peer_codel();
+	test_peer_aqm_packets();
 	close(stun_fd);
 	fake_now_ms = 0;
 }
