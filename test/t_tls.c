@@ -475,6 +475,17 @@ static void hs_ok(struct tls_ctx *sctx, struct tls_ctx *cctx,
 		    stream_error(&p.c) ? stream_error(&p.c) : "-",
 		    stream_error(&p.s) ? stream_error(&p.s) : "-");
 	if (ok && bytes > 0) {
+		/* Large transfers through small socket buffers: writes stop
+		 * halfway through records, a client's gathered records and
+		 * read-ahead wait for the socket. */
+		if (bytes > 100000) {
+			int sz = 4096;
+
+			setsockopt(p.c.fd, SOL_SOCKET, SO_SNDBUF, &sz,
+			    sizeof(sz));
+			setsockopt(p.s.fd, SOL_SOCKET, SO_SNDBUF, &sz,
+			    sizeof(sz));
+		}
 		snprintf(name, sizeof(name), "%zu bytes each way: %s", bytes,
 		    what);
 		CHECK(pair_transfer(&p.c, &p.s, bytes) &&
@@ -642,6 +653,8 @@ static void test_handshakes(void)
 	/* A CA, the name, the address. */
 	hs_ok(rsa, ca, "candy.test", "RSA server, CA-signed", 100000);
 	hs_ok(ec, ca, "candy.test", "EC server, CA-signed", 100000);
+	hs_ok(ec, ca, "candy.test", "EC server, socket buffers of 4 KiB",
+	    1000000);
 	hs_ok(ec, ca, "CANDY.test", "name in another case", 0);
 	hs_ok(rsa, ca, "127.0.0.1", "address in the certificate", 0);
 	hs_refused(ec, ca, "other.test", "wrong name", "name mismatch");
@@ -704,9 +717,10 @@ void test_tls(void)
 	test_pin_parse();
 	test_loads();
 	test_handshakes();
+	/* Full-size input and output records (tls.c says why): 37 KiB. */
 	snprintf(name, sizeof(name), "tls: %zu bytes per server connection "
-	    "(<= 32768)", tls_conn_size());
-	CHECK(tls_conn_size() <= 32768, name);
+	    "(<= 40960)", tls_conn_size());
+	CHECK(tls_conn_size() <= 40960, name);
 	while (nloaded > 0)
 		tls_ctx_free(loaded[--nloaded]);
 	dir_empty(dir);
