@@ -164,7 +164,7 @@ int main(int argc, char **argv)
 	if ((cctx = tls_client_ctx_load(NULL, NULL, 1, err,
 	    sizeof(err))) == NULL)
 		fatalx("%s", err);
-	printf("tls bytes per server connection|%zu|bytes (<= 32768)\n",
+	printf("tls bytes per server connection|%zu|bytes (<= 40960)\n",
 	    tls_conn_size());
 	printf("tls of which the record input buffer|%d|bytes\n",
 	    BR_SSL_BUFSIZE_INPUT);
