@@ -436,6 +436,20 @@ int udp_timestamps_on(int fd)
 	return setsockopt(fd, SOL_SOCKET, SO_TIMESTAMPNS, &on, sizeof(on)) == 0;
 }
 
+/* The first control message of LEVEL and TYPE in MH that holds at least
+ * LEN bytes of data, or NULL. */
+static struct cmsghdr *udp_cmsg_find(struct msghdr *mh, int level, int type,
+    size_t len)
+{
+	struct cmsghdr *cm;
+
+	for (cm = CMSG_FIRSTHDR(mh); cm != NULL; cm = CMSG_NXTHDR(mh, cm))
+		if (cm->cmsg_level == level && cm->cmsg_type == type &&
+		    cm->cmsg_len >= CMSG_LEN(len))
+			return cm;
+	return NULL;
+}
+
 /* How long ago the kernel stamped an entry's arrival (SCM_TIMESTAMPNS,
  * the real-time clock): microseconds, -1 when there is no stamp or it is
  * not plausible (a clock step; qemu-user passing it unconverted). */
@@ -445,11 +459,7 @@ static int64_t udp_mmsg_waited(struct msghdr *mh)
 	struct timespec ts, now;
 	int64_t us;
 
-	for (cm = CMSG_FIRSTHDR(mh); cm != NULL; cm = CMSG_NXTHDR(mh, cm))
-		if (cm->cmsg_level == SOL_SOCKET &&
-		    cm->cmsg_type == SCM_TIMESTAMPNS &&
-		    cm->cmsg_len >= CMSG_LEN(sizeof(ts)))
-			break;
+	cm = udp_cmsg_find(mh, SOL_SOCKET, SCM_TIMESTAMPNS, sizeof(ts));
 	if (cm == NULL || clock_gettime(CLOCK_REALTIME, &now) < 0)
 		return -1;
 	memcpy(&ts, CMSG_DATA(cm), sizeof(ts));
@@ -466,13 +476,12 @@ static size_t udp_mmsg_seg(struct msghdr *mh, size_t len)
 	size_t seg = len;
 	int g;
 
-	for (cm = CMSG_FIRSTHDR(mh); cm != NULL; cm = CMSG_NXTHDR(mh, cm))
-		if (cm->cmsg_level == SOL_UDP && cm->cmsg_type == UDP_GRO &&
-		    cm->cmsg_len >= CMSG_LEN(sizeof(g))) {
-			memcpy(&g, CMSG_DATA(cm), sizeof(g));
-			if (g > 0 && (size_t)g < seg)
-				seg = (size_t)g;
-		}
+	cm = udp_cmsg_find(mh, SOL_UDP, UDP_GRO, sizeof(g));
+	if (cm != NULL) {
+		memcpy(&g, CMSG_DATA(cm), sizeof(g));
+		if (g > 0 && (size_t)g < seg)
+			seg = (size_t)g;
+	}
 	return seg;
 }
 
