@@ -3544,15 +3544,7 @@ static int session_tun_aqm_drops(struct session *s, unsigned char *pkt,
 
 	if (c->tun_busy_us == 0)
 		c->tun_busy_us = now;
-	if (!aqm_bulk(pkt, n) ||
-	    !codel_drop(&c->tun_aqm, now, now - c->tun_busy_us))
-		return 0;
-	if (aqm_mark(pkt, n)) {
-		c->tun_aqm_marked++;
-		return 0;
-	}
-	c->tun_aqm_dropped++;
-	return 1;
+	return aqm_drop(&c->tun_aqm, now, now - c->tun_busy_us, pkt, n);
 }
 
 /* >>> offload block (issue 11): super-packets from the TUN */
@@ -3693,9 +3685,9 @@ static void session_report(void *ctx, struct report *r)
 	report_num(r, "offload_coalesced", "coalesced writes",
 	    (int64_t)c->gro_out, NULL);
 	report_num(r, "tun_queue_dropped", "tun queue drops",
-	    (int64_t)c->tun_aqm_dropped, NULL);
+	    (int64_t)c->tun_aqm.dropped, NULL);
 	report_num(r, "tun_queue_marked", "tun queue ce marks",
-	    (int64_t)c->tun_aqm_marked, NULL);
+	    (int64_t)c->tun_aqm.marked, NULL);
 	p2p_report(r, c);
 	report_list(r, "sdwan_routes", "sdwan routes", 1);
 	for (i = 0; i < c->nroutes; i++) {

@@ -921,6 +921,9 @@ struct peer_budget {
  *     DNS answer are never dropped for the queue's sake.
  *   aqm_mark: set CE on pkt if it is ECN-capable (ECT(0) or ECT(1)),
  *     adjusting the header checksum (RFC 1624): 1 marked, 0 not capable.
+ *   aqm_drop: the three together for one packet that waited waited_us
+ *     (-1: unknown, kept): a bulk packet codel_drop picks is marked if
+ *     it can be, else dropped; counted in q.  1 drop it, 0 keep it.
  */
 #define AQM_TARGET_US	500
 #define AQM_INTERVAL_US	5000
@@ -930,10 +933,13 @@ struct codel {
 	int64_t drop_next_us;	/* the next drop, while dropping */
 	uint32_t count, lastcount;	/* drops in this dropping state */
 	int dropping;
+	unsigned long dropped, marked;	/* packets, for the status report */
 };
 int codel_drop(struct codel *q, int64_t now_us, int64_t sojourn_us);
 int aqm_bulk(const unsigned char *pkt, size_t len);
 int aqm_mark(unsigned char *pkt, size_t len);
+int aqm_drop(struct codel *q, int64_t now_us, int64_t waited_us,
+    unsigned char *pkt, size_t len);
 
 struct p2p {
 	int udp_fd;		/* -1 when P2P is off */
@@ -978,7 +984,6 @@ struct p2p {
 	 * handled waited in the socket (-1 unknown), when it was read. */
 	struct codel aqm;
 	int64_t rx_waited_us, rx_now_us;
-	unsigned long aqm_dropped, aqm_marked;
 	/* Test hooks: when set, messages for the server go here instead of
 	 * client_server_send; loopback_ok accepts endpoints on 127/8 (the
 	 * unit tests' peers all live there). */
@@ -1260,7 +1265,6 @@ struct client {
 	 * queue never empties); see struct codel.  0: it was empty. */
 	struct codel tun_aqm;
 	int64_t tun_busy_us;
-	unsigned long tun_aqm_dropped, tun_aqm_marked;
 };
 
 /*

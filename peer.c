@@ -1507,20 +1507,18 @@ int aqm_mark(unsigned char *pkt, size_t len)
 	return 1;
 }
 
-/* A bulk packet that waited a standing while in our receive buffer is
- * dropped or marked (see struct codel): 1 dropped. */
-static int aqm_drops(struct client *c, unsigned char *pkt, size_t n)
+/* see candy.h */
+int aqm_drop(struct codel *q, int64_t now_us, int64_t waited_us,
+    unsigned char *pkt, size_t len)
 {
-	struct p2p *p2p = &c->p2p;
-
-	if (p2p->rx_waited_us < 0 || !aqm_bulk(pkt, n) ||
-	    !codel_drop(&p2p->aqm, p2p->rx_now_us, p2p->rx_waited_us))
+	if (waited_us < 0 || !aqm_bulk(pkt, len) ||
+	    !codel_drop(q, now_us, waited_us))
 		return 0;
-	if (aqm_mark(pkt, n)) {
-		p2p->aqm_marked++;
+	if (aqm_mark(pkt, len)) {
+		q->marked++;
 		return 0;
 	}
-	p2p->aqm_dropped++;
+	q->dropped++;
 	return 1;
 }
 
@@ -1539,7 +1537,10 @@ static void forward_input(struct client *c, const struct endpoint *from,
 		p->rx++;
 		p->rx_bytes += n;
 	}
-	if (aqm_drops(c, pkt, n))
+	/* A bulk packet that waited a standing while in our receive
+	 * buffer is dropped or marked (struct codel). */
+	if (aqm_drop(&c->p2p.aqm, c->p2p.rx_now_us, c->p2p.rx_waited_us,
+	    pkt, n))
 		return;
 	if (get32(pkt + 16) == c->addr)
 		client_deliver(c, pkt, n);

@@ -539,9 +539,9 @@ void p2p_report(struct report *r, const struct client *c)
 		    NULL);
 		report_num(r, "moved", "moved", (int64_t)p2p->moved, NULL);
 		report_num(r, "queue_dropped", "queue drops",
-		    (int64_t)p2p->aqm_dropped, NULL);
+		    (int64_t)p2p->aqm.dropped, NULL);
 		report_num(r, "queue_marked", "queue ce marks",
-		    (int64_t)p2p->aqm_marked, NULL);
+		    (int64_t)p2p->aqm.marked, NULL);
 		report_num(r, "peer_table", "peer table", (int64_t)p2p->cap,
 		    NULL);
 	}

@@ -450,21 +450,22 @@ static struct cmsghdr *udp_cmsg_find(struct msghdr *mh, int level, int type,
 	return NULL;
 }
 
-/* How long ago the kernel stamped an entry's arrival (SCM_TIMESTAMPNS,
- * the real-time clock): microseconds, -1 when there is no stamp or it is
- * not plausible (a clock step; qemu-user passing it unconverted). */
-static int64_t udp_mmsg_waited(struct msghdr *mh)
+/* How long before now (the real-time clock, read once a batch) the
+ * kernel stamped an entry's arrival (SCM_TIMESTAMPNS): microseconds, -1
+ * when there is no stamp or it is not plausible (a clock step; qemu-user
+ * passing it unconverted). */
+static int64_t udp_mmsg_waited(struct msghdr *mh, const struct timespec *now)
 {
 	struct cmsghdr *cm;
-	struct timespec ts, now;
+	struct timespec ts;
 	int64_t us;
 
 	cm = udp_cmsg_find(mh, SOL_SOCKET, SCM_TIMESTAMPNS, sizeof(ts));
-	if (cm == NULL || clock_gettime(CLOCK_REALTIME, &now) < 0)
+	if (cm == NULL || now->tv_sec == 0)
 		return -1;
 	memcpy(&ts, CMSG_DATA(cm), sizeof(ts));
-	us = ((int64_t)now.tv_sec - (int64_t)ts.tv_sec) * 1000000 +
-	    ((int64_t)now.tv_nsec - (int64_t)ts.tv_nsec) / 1000;
+	us = ((int64_t)now->tv_sec - (int64_t)ts.tv_sec) * 1000000 +
+	    ((int64_t)now->tv_nsec - (int64_t)ts.tv_nsec) / 1000;
 	return us >= 0 && us < 1000000 ? us : -1;
 }
 
@@ -492,6 +493,7 @@ int udp_recv_batch(int fd, struct udp_dgram *m, size_t n)
 	struct sockaddr_in sa[UDP_MMSG_MAX];
 	struct iovec iov[UDP_MMSG_MAX];
 	union udp_ctl u[UDP_MMSG_MAX];
+	struct timespec now;
 	size_t i;
 	int r;
 
@@ -510,13 +512,15 @@ int udp_recv_batch(int fd, struct udp_dgram *m, size_t n)
 		udp_mmsg_missing = 1;
 		return udp_recv_each(fd, m, n);
 	}
+	if (clock_gettime(CLOCK_REALTIME, &now) < 0)
+		now.tv_sec = 0;		/* no waits known */
 	for (i = 0; i < (size_t)r; i++) {
 		m[i].len = mm[i].msg_len;
 		m[i].ip = sa[i].sin_family == AF_INET ?
 		    ntohl(sa[i].sin_addr.s_addr) : 0;
 		m[i].port = ntohs(sa[i].sin_port);
 		m[i].seg = udp_mmsg_seg(&mm[i].msg_hdr, m[i].len);
-		m[i].waited_us = udp_mmsg_waited(&mm[i].msg_hdr);
+		m[i].waited_us = udp_mmsg_waited(&mm[i].msg_hdr, &now);
 		m[i].err = 0;
 	}
 	return r;
