@@ -58,12 +58,43 @@ const char *log_peer(const char *from)
 	return was;
 }
 
+/*
+ * One line of at most 2 KiB to fd in one write, the rest of it (if the
+ * fd takes less) in more.  Not stdio: its FILE machinery is pages of the
+ * C library a client would keep resident for its log and state files
+ * alone (issue 11).  Returns 0, or -1 when a write failed.
+ */
+static int fd_print(int fd, const char *fmt, ...)
+{
+	char buf[2048];
+	va_list ap;
+	size_t len, off = 0;
+	ssize_t n;
+	int r;
+
+	va_start(ap, fmt);
+	r = vsnprintf(buf, sizeof(buf), fmt, ap);
+	va_end(ap);
+	if (r < 0)
+		return -1;
+	len = (size_t)r < sizeof(buf) ? (size_t)r : sizeof(buf) - 1;
+	while (off < len) {
+		if ((n = write(fd, buf + off, len - off)) < 0) {
+			if (errno == EINTR)
+				continue;
+			return -1;
+		}
+		off += (size_t)n;
+	}
+	return 0;
+}
+
 static void log_write(const char *level, const char *text, const char *tail)
 {
 	char stamp[32] = "";
 
 	if (log_timestamps) {
-		time_t t = time(NULL);
+		time_t t = (time_t)wall_s();
 		struct tm tm;
 
 		if (localtime_r(&t, &tm) == NULL ||
@@ -71,7 +102,7 @@ static void log_write(const char *level, const char *text, const char *tail)
 		    &tm) == 0)
 			stamp[0] = '\0';
 	}
-	fprintf(stderr, "%s[%s] %s%s\n", stamp, level, text, tail);
+	fd_print(STDERR_FILENO, "%s[%s] %s%s\n", stamp, level, text, tail);
 }
 
 /*
@@ -242,9 +273,14 @@ int64_t now_us(void)
 	return (int64_t)ts.tv_sec * 1000000 + ts.tv_nsec / 1000;
 }
 
+/* clock_gettime, not time(): the one call the loop makes already, where
+ * time() would fault in a page of the C library of its own (issue 11). */
 int64_t wall_s(void)
 {
-	return (int64_t)time(NULL);
+	struct timespec ts;
+
+	clock_gettime(CLOCK_REALTIME, &ts);
+	return (int64_t)ts.tv_sec;
 }
 
 /* ---- Candy messages (PROTOCOL 2). ---- */
@@ -394,17 +430,35 @@ static int set_string(struct config *cfg, const struct opt *o, const char *v,
 	return 0;
 }
 
+/* A whole string of decimal digits, an optional sign before them, into
+ * *out: 0, or -1 when it is not one or does not fit.  strtol would do, but
+ * its code is a page of the C library no other call needs (issue 11). */
+static int dec_long(const char *s, long *out)
+{
+	long v = 0;
+	int neg = *s == '-';
+
+	if (*s == '-' || *s == '+')
+		s++;
+	if (*s == '\0')
+		return -1;
+	for (; *s != '\0'; s++) {
+		if (*s < '0' || *s > '9' || v > (LONG_MAX - (*s - '0')) / 10)
+			return -1;
+		v = v * 10 + (*s - '0');
+	}
+	*out = neg ? -v : v;
+	return 0;
+}
+
 /* Numbers: decimal only; route is clamped to its range as Candy does,
  * every other number out of range is refused. */
 static int set_number(struct config *cfg, const struct opt *o, const char *v,
     char *err, size_t errlen)
 {
-	char *end;
 	long n;
 
-	errno = 0;
-	n = strtol(v, &end, 10);
-	if (*v == '\0' || *end != '\0' || errno != 0 || isspace((unsigned char)*v))
+	if (dec_long(v, &n) < 0)
 		return bad(err, errlen, o, v, "not a number");
 	if (n < o->min || n > o->max) {
 		if (strcmp(o->name, "route") != 0) {
@@ -907,7 +961,8 @@ static int uri_parse(const char *s, struct uri *u)
 	} else {
 		return -1;
 	}
-	end = p + strcspn(p, "/");
+	if ((end = strchr(p, '/')) == NULL)
+		end = p + strlen(p);
 	if ((size_t)(end - p) >= sizeof(u->hostport) || end == p)
 		return -1;
 	memcpy(u->hostport, p, (size_t)(end - p));
@@ -931,11 +986,10 @@ static int uri_parse(const char *s, struct uri *u)
 	memcpy(u->host, p, n);
 	if (colon != NULL) {
 		n = (size_t)(end - colon - 1);
-		if (n == 0 || n >= sizeof(u->port) ||
-		    strspn(colon + 1, "0123456789") < n)
+		if (n == 0 || n >= sizeof(u->port))
 			return -1;
 		memcpy(u->port, colon + 1, n);
-		if (atoi(u->port) < 1 || atoi(u->port) > 65535)
+		if (port_parse(u->port) < 0)
 			return -1;
 	} else {
 		snprintf(u->port, sizeof(u->port), "%s", u->tls ? "443" : "80");
@@ -975,6 +1029,8 @@ static void tcp_notsent_lowat(int fd)
 #endif
 }
 
+/* IPv4 through ip_str, not inet_ntop: a client that never sees IPv6 then
+ * leaves the C library's address code alone (issue 11). */
 static void sockaddr_str(const struct sockaddr *sa, char *buf, size_t len)
 {
 	char host[INET6_ADDRSTRLEN] = "?";
@@ -983,18 +1039,17 @@ static void sockaddr_str(const struct sockaddr *sa, char *buf, size_t len)
 	if (sa->sa_family == AF_INET) {
 		const struct sockaddr_in *in = (const void *)sa;
 
-		inet_ntop(AF_INET, &in->sin_addr, host, sizeof(host));
 		port = ntohs(in->sin_port);
-		snprintf(buf, len, "%s:%d", host, port);
+		snprintf(buf, len, "%s:%d", ip_str(ntohl(in->sin_addr.s_addr),
+		    host), port);
 	} else if (sa->sa_family == AF_INET6) {
 		const struct sockaddr_in6 *in6 = (const void *)sa;
 
 		port = ntohs(in6->sin6_port);
 		/* An IPv4 client of a [::] listener reads best as IPv4. */
 		if (IN6_IS_ADDR_V4MAPPED(&in6->sin6_addr)) {
-			inet_ntop(AF_INET, in6->sin6_addr.s6_addr + 12, host,
-			    sizeof(host));
-			snprintf(buf, len, "%s:%d", host, port);
+			snprintf(buf, len, "%s:%d", ip_str(get32(in6->sin6_addr.
+			    s6_addr + 12), host), port);
 			return;
 		}
 		inet_ntop(AF_INET6, &in6->sin6_addr, host, sizeof(host));
@@ -2545,6 +2600,8 @@ struct session {
 	struct uri uri;
 	struct tls_ctx *tls;
 	struct addrinfo *ai_list, *ai_next;	/* server addresses to try */
+	struct addrinfo lit_ai;		/* an IPv4 literal's one address */
+	struct sockaddr_in lit_sin;
 	int fd;					/* while S_CONNECTING */
 	char trying[64];			/* the address being tried */
 	int64_t deadline;	/* connect timeout, or when to reconnect */
@@ -2599,14 +2656,18 @@ static int state_read(const struct config *cfg, const char *kind,
     const char *name, char *out, size_t outlen)
 {
 	char path[600], *value;
-	FILE *f;
-	size_t n;
+	size_t n = 0;
+	ssize_t r = 0;
+	int fd;
 
+	/* open and read, not stdio: see fd_print. */
 	state_path(cfg, path, sizeof(path), kind, name);
-	if ((f = fopen(path, "r")) == NULL)
+	if ((fd = open(path, O_RDONLY | O_CLOEXEC)) < 0)
 		return -1;
-	n = fread(out, 1, outlen - 1, f);
-	fclose(f);
+	while (n < outlen - 1 && ((r = read(fd, out + n, outlen - 1 - n)) > 0 ||
+	    (r < 0 && errno == EINTR)))
+		n += r > 0 ? (size_t)r : 0;
+	close(fd);
 	out[n] = '\0';
 	value = trim(out, 0);
 	memmove(out, value, strlen(value) + 1);
@@ -2618,7 +2679,7 @@ static void state_write(const struct config *cfg, const char *kind,
     const char *name, const char *value)
 {
 	char path[600], tmp[620];
-	FILE *f;
+	int fd, r;
 
 	snprintf(path, sizeof(path), "%s", cfg->state_dir);
 	mkdir(path, 0755);
@@ -2626,10 +2687,24 @@ static void state_write(const struct config *cfg, const char *kind,
 	mkdir(path, 0755);
 	state_path(cfg, path, sizeof(path), kind, name);
 	snprintf(tmp, sizeof(tmp), "%s.tmp", path);
-	if ((f = fopen(tmp, "w")) == NULL ||
-	    fprintf(f, "%s", value) < 0 || fclose(f) != 0 ||
-	    rename(tmp, path) < 0)
+	/* The mode fopen would give. */
+	if ((fd = open(tmp, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC,
+	    0666)) < 0) {
 		log_warn("cannot save %s", path);
+		return;
+	}
+	r = fd_print(fd, "%s", value);
+	if (close(fd) != 0 || r < 0 || rename(tmp, path) < 0)
+		log_warn("cannot save %s", path);
+}
+
+/* s is lower-case hex digits only. */
+static int hex_only(const char *s)
+{
+	for (; *s != '\0'; s++)
+		if (!((*s >= '0' && *s <= '9') || (*s >= 'a' && *s <= 'f')))
+			return 0;
+	return 1;
 }
 
 /* The vmac identifies this host to the server: 16 random hex digits, made
@@ -2641,7 +2716,7 @@ static void session_load_vmac(struct session *s)
 	size_t i;
 
 	if (state_read(s->cfg, "vmac", NULL, s->vmac, sizeof(s->vmac)) == 0 &&
-	    strlen(s->vmac) == 16 && strspn(s->vmac, hex) == 16)
+	    strlen(s->vmac) == 16 && hex_only(s->vmac))
 		return;
 	rand_bytes(r, sizeof(r));
 	for (i = 0; i < 16; i++)
@@ -3034,11 +3109,43 @@ static void session_connect_next(struct session *s)
 	session_end(s, "no address of the server answered");
 }
 
+/*
+ * An IPv4 literal needs no resolver: getaddrinfo would give the same one
+ * address, but through code of the C library (its NSS and resolver
+ * machinery) that would stay resident for the client's life (issue 11).
+ * Names and IPv6 literals go to getaddrinfo.
+ */
+static int session_literal(struct session *s)
+{
+	uint32_t ip;
+	int port;
+
+	if (ip_parse(s->uri.host, &ip) < 0 ||
+	    (port = port_parse(s->uri.port)) < 0)
+		return -1;
+	memset(&s->lit_sin, 0, sizeof(s->lit_sin));
+	s->lit_sin.sin_family = AF_INET;
+	s->lit_sin.sin_port = htons((uint16_t)port);
+	s->lit_sin.sin_addr.s_addr = htonl(ip);
+	memset(&s->lit_ai, 0, sizeof(s->lit_ai));
+	s->lit_ai.ai_family = AF_INET;
+	s->lit_ai.ai_socktype = SOCK_STREAM;
+	s->lit_ai.ai_addr = (struct sockaddr *)&s->lit_sin;
+	s->lit_ai.ai_addrlen = sizeof(s->lit_sin);
+	s->ai_list = NULL;
+	s->ai_next = &s->lit_ai;
+	return 0;
+}
+
 static void session_connect(struct session *s)
 {
 	struct addrinfo hints;
 	int err;
 
+	if (session_literal(s) == 0) {
+		session_connect_next(s);
+		return;
+	}
 	memset(&hints, 0, sizeof(hints));
 	hints.ai_family = AF_UNSPEC;
 	hints.ai_socktype = SOCK_STREAM;
@@ -3086,7 +3193,8 @@ static void session_connected(struct session *s)
 		session_connect_next(s);
 		return;
 	}
-	freeaddrinfo(s->ai_list);
+	if (s->ai_list != NULL)
+		freeaddrinfo(s->ai_list);
 	s->ai_list = s->ai_next = NULL;
 	tcp_nodelay(s->fd);
 	tcp_notsent_lowat(s->fd);

@@ -362,6 +362,8 @@ struct cidr {
 uint32_t prefix_mask(int prefix);
 /* "a.b.c.d" → *ip; 0 ok, -1 bad. */
 int ip_parse(const char *s, uint32_t *ip);
+/* A port, decimal digits only, 1..65535: its value, or -1. */
+int port_parse(const char *s);
 /* "a.b.c.d/n" → *c; 0 ok, -1 bad with *why set to a short reason. */
 int cidr_parse(const char *s, struct cidr *c, const char **why);
 /* Format into buf (16 bytes for ip, 19 for cidr); returns buf. */

@@ -1099,29 +1099,30 @@ static int stun_uri_parse(const char *uri, char *host, size_t hostlen,
 		return 0;
 	}
 	colon++;
-	if (*colon == '\0' || strlen(colon) >= portlen ||
-	    strspn(colon, "0123456789") != strlen(colon) || atoi(colon) < 1 ||
-	    atoi(colon) > 65535)
+	if (strlen(colon) >= portlen || port_parse(colon) < 0)
 		return -1;
 	snprintf(port, portlen, "%s", colon);
 	return 0;
 }
 
 /*
- * Resolve the STUN server's name.  A failure keeps the address we had, if
- * any, and is retried later.  XXX getaddrinfo blocks the poll loop while
- * the resolver waits; it runs only at start and, at most every 10 s, while
- * a peer waits for STUN that does not answer.
+ * The STUN server's address into *ep: 0, or -1 with a warning.  An IPv4
+ * literal is read without getaddrinfo, whose code (NSS, the resolver)
+ * would stay resident in the client for nothing (issue 11); a name is
+ * resolved.  XXX getaddrinfo blocks the poll loop while the resolver
+ * waits; it runs only at start and, at most every 10 s, while a peer waits
+ * for STUN that does not answer.
  */
-static void stun_resolve(struct client *c, int64_t now)
+static int stun_lookup(const struct p2p *p2p, struct endpoint *ep)
 {
-	struct p2p *p2p = &c->p2p;
 	struct addrinfo hints, *ai;
-	struct endpoint ep;
-	char e[22];
 	int r;
 
-	p2p->stun_resolved_ms = now;
+	if (ip_parse(p2p->stun_host, &ep->ip) == 0 &&
+	    (r = port_parse(p2p->stun_port)) > 0) {
+		ep->port = (uint16_t)r;
+		return 0;
+	}
 	memset(&hints, 0, sizeof(hints));
 	hints.ai_family = AF_INET;
 	hints.ai_socktype = SOCK_DGRAM;
@@ -1129,12 +1130,27 @@ static void stun_resolve(struct client *c, int64_t now)
 	    &ai)) != 0) {
 		log_warnx("cannot resolve STUN server %s: %s", p2p->stun_host,
 		    gai_strerror(r));
-		return;
+		return -1;
 	}
-	ep.ip = ntohl(((struct sockaddr_in *)(void *)ai->ai_addr)->
+	ep->ip = ntohl(((struct sockaddr_in *)(void *)ai->ai_addr)->
 	    sin_addr.s_addr);
-	ep.port = ntohs(((struct sockaddr_in *)(void *)ai->ai_addr)->sin_port);
+	ep->port = ntohs(((struct sockaddr_in *)(void *)ai->ai_addr)->
+	    sin_port);
 	freeaddrinfo(ai);
+	return 0;
+}
+
+/* Look the STUN server up again.  A failure keeps the address we had, if
+ * any, and is retried later. */
+static void stun_resolve(struct client *c, int64_t now)
+{
+	struct p2p *p2p = &c->p2p;
+	struct endpoint ep;
+	char e[22];
+
+	p2p->stun_resolved_ms = now;
+	if (stun_lookup(p2p, &ep) < 0)
+		return;
 	if (!endpoint_eq(&ep, &p2p->stun))
 		log_debug("p2p: STUN server %s is %s", p2p->stun_host,
 		    endpoint_str(&ep, e));

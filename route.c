@@ -69,6 +69,20 @@ int ip_parse(const char *s, uint32_t *ip)
 	return 0;
 }
 
+/* see candy.h */
+int port_parse(const char *s)
+{
+	long v = 0;
+
+	if (*s == '\0')
+		return -1;
+	for (; *s != '\0'; s++) {
+		if (*s < '0' || *s > '9' || (v = v * 10 + (*s - '0')) > 65535)
+			return -1;
+	}
+	return v == 0 ? -1 : (int)v;
+}
+
 /*
  * "a.b.c.d/n" with n 0..32.  Host bits are kept ("172.31.0.7/24" is the
  * address .7 in a /24): EXPTTUN and --tun carry a host address this way.

@@ -1666,8 +1666,10 @@ void stream_close(struct stream *s)
 }
 
 /*
- * make static: Debian's libbearssl.a was built with _FORTIFY_SOURCE and
- * calls glibc's checked copies, which musl lacks.  Check, then copy.
+ * Debian's libbearssl.a was built with _FORTIFY_SOURCE and calls glibc's
+ * checked copies: musl lacks them (make static), and glibc's sit on a
+ * page of their own, which a client would keep resident for these calls
+ * alone (issue 11).  Both builds define them here: check, then copy.
  */
 #ifdef CANDY_FORTIFY_SHIM
 void *__memcpy_chk(void *d, const void *s, size_t n, size_t dlen);
