@@ -3875,8 +3875,13 @@ static void session_init(struct session *s, const struct config *cfg)
 static void client_malloc_init(void)
 {
 #ifdef __GLIBC__
-	if (mallopt(M_MMAP_THRESHOLD, CLIENT_MMAP_MIN) != 1)
-		log_debug("mallopt(M_MMAP_THRESHOLD) refused");
+	/* No padding on the heap's growth either (128 KiB by default): glibc
+	 * serves a request from the heap's free top before it maps, so the
+	 * TLS buffers (121 KiB, calloc) landed in that padding and were
+	 * zeroed there, all resident. */
+	if (mallopt(M_MMAP_THRESHOLD, CLIENT_MMAP_MIN) != 1 ||
+	    mallopt(M_TOP_PAD, 0) != 1)
+		log_debug("mallopt refused");
 #endif
 }
 

@@ -1217,6 +1217,7 @@ static void tls_x509_init(struct tls_x509 *x, const struct tls_ctx *ctx,
 	};
 	char a[TLS_HOST_MAX];
 	size_t i, n = strlen(host);
+	uint32_t ip4;
 
 	x->vtable = &tls_x509_vtable;
 	x->ctx = ctx;
@@ -1228,10 +1229,14 @@ static void tls_x509_init(struct tls_x509 *x, const struct tls_ctx *ctx,
 	} else {
 		snprintf(a, sizeof(a), "%s", host);
 	}
-	if (inet_pton(AF_INET, a, x->ip) == 1)
+	/* IPv4 by ip_parse: inet_pton's page of the C library would stay
+	 * resident for this one call (issue 11). */
+	if (ip_parse(a, &ip4) == 0) {
+		put32(x->ip, ip4);
 		x->iplen = 4;
-	else if (inet_pton(AF_INET6, a, x->ip) == 1)
+	} else if (strchr(a, ':') != NULL && inet_pton(AF_INET6, a, x->ip) == 1) {
 		x->iplen = 16;
+	}
 	/* SHA-1 and MD5 signatures on certificates are not accepted. */
 	br_x509_minimal_init(&x->xm, &br_sha256_vtable, ctx->tas, ctx->ntas);
 	for (i = 0; i < sizeof(ids) / sizeof(ids[0]); i++)

@@ -914,6 +914,141 @@ int tun_socket_mark(int fd)
 	return setsockopt(fd, SOL_SOCKET, SO_MARK, &mark, sizeof(mark));
 }
 
+/*
+ * Our IPv4 addresses, from one RTM_GETADDR dump, not getifaddrs: that
+ * gives the same, through code of the C library (its own netlink reader)
+ * that a client would keep resident for this alone (issue 11).  Each
+ * address with its interface's flags (SIOCGIFFLAGS on the address's label,
+ * as getifaddrs names it) and its broadcast address, 0 if none.  At most
+ * max; the count, or -1.
+ */
+struct if_addr {
+	uint32_t ip, bcast;
+	unsigned flags;
+	int index;
+	char name[IFNAMSIZ];
+};
+
+static void if_addr_parse(struct nlmsghdr *h, struct if_addr *a)
+{
+	struct ifaddrmsg *ifa = NLMSG_DATA(h);
+	struct rtattr *at;
+	int len = (int)IFA_PAYLOAD(h), have_local = 0;
+	size_t n;
+
+	memset(a, 0, sizeof(*a));
+	for (at = IFA_RTA(ifa); RTA_OK(at, len); at = RTA_NEXT(at, len)) {
+		if (at->rta_type == IFA_LOCAL && RTA_PAYLOAD(at) >= 4) {
+			a->ip = get32(RTA_DATA(at));
+			have_local = 1;
+		} else if (at->rta_type == IFA_ADDRESS && RTA_PAYLOAD(at) >= 4 &&
+		    !have_local) {
+			a->ip = get32(RTA_DATA(at));
+		} else if (at->rta_type == IFA_BROADCAST &&
+		    RTA_PAYLOAD(at) >= 4) {
+			a->bcast = get32(RTA_DATA(at));
+		} else if (at->rta_type == IFA_LABEL) {
+			n = strnlen(RTA_DATA(at), RTA_PAYLOAD(at));
+			if (n < sizeof(a->name))
+				memcpy(a->name, RTA_DATA(at), n);
+		}
+	}
+	a->index = (int)ifa->ifa_index;
+}
+
+static int if_addrs_read(struct if_addr *out, int max)
+{
+	static unsigned char buf[NL_BUF_SIZE];
+	struct {
+		struct nlmsghdr h;
+		struct ifaddrmsg ifa;
+	} r;
+	struct nlmsghdr *h;
+	struct ifreq ifr;
+	ssize_t n;
+	size_t left;
+	int s, count = 0, done = 0, i;
+
+	memset(&r, 0, sizeof(r));
+	r.h.nlmsg_len = NLMSG_LENGTH(sizeof(struct ifaddrmsg));
+	r.h.nlmsg_type = RTM_GETADDR;
+	r.h.nlmsg_flags = NLM_F_REQUEST | NLM_F_DUMP;
+	r.h.nlmsg_seq = 1;
+	r.ifa.ifa_family = AF_INET;
+	if ((s = nl_open()) < 0)
+		return -1;
+	if (send(s, &r, r.h.nlmsg_len, 0) < 0) {
+		close_keep_errno(s);
+		return -1;
+	}
+	/* As tun_routes_read: to NLMSG_DONE, bounded. */
+	for (i = 0; !done && i < 100000; i++) {
+		if ((n = recv(s, buf, sizeof(buf), 0)) <= 0) {
+			close_keep_errno(s);
+			return -1;
+		}
+		left = (size_t)n;
+		for (h = (struct nlmsghdr *)(void *)buf; nl_ok(h, left);
+		    h = nl_next(h, &left)) {
+			if (h->nlmsg_type == NLMSG_DONE ||
+			    h->nlmsg_type == NLMSG_ERROR) {
+				done = 1;
+				break;
+			}
+			if (h->nlmsg_type == RTM_NEWADDR && count < max &&
+			    h->nlmsg_len >= NLMSG_LENGTH(sizeof(r.ifa)) &&
+			    ((struct ifaddrmsg *)NLMSG_DATA(h))->ifa_family ==
+			    AF_INET)
+				if_addr_parse(h, &out[count++]);
+		}
+	}
+	close(s);
+	if ((s = socket(AF_INET, SOCK_DGRAM | SOCK_CLOEXEC, 0)) < 0)
+		return -1;
+	for (i = 0; i < count; i++) {
+		memset(&ifr, 0, sizeof(ifr));
+		ifr.ifr_ifindex = out[i].index;
+		if (out[i].name[0] == '\0' && ioctl(s, SIOCGIFNAME, &ifr) == 0)
+			memcpy(out[i].name, ifr.ifr_name, sizeof(out[i].name) - 1);
+		if (ifr_init(&ifr, out[i].name) == 0 &&
+		    ioctl(s, SIOCGIFFLAGS, &ifr) == 0)
+			out[i].flags = (unsigned short)ifr.ifr_flags;
+	}
+	close(s);
+	return count;
+}
+
+/* The most addresses if_lan_address and if_addresses look at. */
+#define IF_ADDRS_MAX	64
+
+/* see candy.h */
+uint32_t if_lan_address(void)
+{
+	struct if_addr a[IF_ADDRS_MAX];
+	int n = if_addrs_read(a, IF_ADDRS_MAX), i;
+
+	for (i = 0; i < n; i++)
+		if ((a[i].flags & IFF_UP) &&
+		    !(a[i].flags & (IFF_LOOPBACK | IFF_POINTOPOINT)) &&
+		    strncmp(a[i].name, "candy", 5) != 0)
+			return a[i].ip;
+	return 0;
+}
+
+/* see candy.h */
+int if_addresses(uint32_t *out, int max)
+{
+	struct if_addr a[IF_ADDRS_MAX];
+	int n = if_addrs_read(a, IF_ADDRS_MAX), i, k = 0;
+
+	for (i = 0; i < n && k < max; i++) {
+		out[k++] = a[i].ip;
+		if ((a[i].flags & IFF_BROADCAST) && a[i].bcast != 0 && k < max)
+			out[k++] = a[i].bcast;
+	}
+	return k;
+}
+
 #else
 /* ---- macOS and the BSDs. ---- */
 
@@ -1433,8 +1568,9 @@ int tun_write_vnet(int fd, const unsigned char *vh, const unsigned char *pkt,
 	return -1;
 }
 
-/* ---- The LAN address, every OS. ---- */
+/* ---- The LAN address, macOS and the BSDs (Linux's is above). ---- */
 
+#if !defined(__linux__)
 /* see candy.h */
 uint32_t if_lan_address(void)
 {
@@ -1480,6 +1616,7 @@ int if_addresses(uint32_t *out, int max)
 	freeifaddrs(all);
 	return n;
 }
+#endif
 
 /* >>> offload section (issue 11): segmentation and coalescing, pure */
 /*
