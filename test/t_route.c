@@ -61,6 +61,18 @@ static const struct {
 	{ "10.0.0.0", -1, 0, 0, "missing /prefix" },
 };
 
+/* port_parse: what uri_parse and the STUN URI took with strspn and atoi
+ * (digits only, 1..65535), leading zeros too. */
+static const struct {
+	const char *s;
+	int v;
+} port_cases[] = {
+	{ "1", 1 }, { "80", 80 }, { "080", 80 }, { "65535", 65535 },
+	{ "0", -1 }, { "00", -1 }, { "65536", -1 }, { "99999999999", -1 },
+	{ "", -1 }, { "12ab", -1 }, { "-1", -1 }, { "+80", -1 }, { " 80", -1 },
+	{ "80 ", -1 },
+};
+
 static void test_route_parse(void)
 {
 	char name[96], buf[19];
@@ -78,6 +90,11 @@ static void test_route_parse(void)
 		    ip_cases[i].s, ip_cases[i].ok ? "refused" : "accepted");
 		CHECK(r == ip_cases[i].ok &&
 		    (r < 0 || ip == ip_cases[i].ip), name);
+	}
+	for (i = 0; i < sizeof(port_cases) / sizeof(port_cases[0]); i++) {
+		snprintf(name, sizeof(name), "port_parse \"%s\" is %d",
+		    port_cases[i].s, port_cases[i].v);
+		CHECK(port_parse(port_cases[i].s) == port_cases[i].v, name);
 	}
 	for (i = 0; i < sizeof(cidr_cases) / sizeof(cidr_cases[0]); i++) {
 		int r;
