@@ -15,7 +15,6 @@
 #include <netinet/tcp.h>
 #include <arpa/inet.h>
 
-#include <ctype.h>
 #include <errno.h>
 #include <fcntl.h>
 #include <limits.h>
@@ -576,7 +575,8 @@ static int set_name(struct config *cfg, const struct opt *o, const char *v,
 	if (strlen(v) > 9)
 		return bad(err, errlen, o, v, "longer than 9 characters");
 	for (p = v; *p; p++)
-		if (!isalnum((unsigned char)*p) && *p != '-' && *p != '_')
+		if (!((*p >= 'a' && *p <= 'z') || (*p >= 'A' && *p <= 'Z') ||
+		    (*p >= '0' && *p <= '9') || *p == '-' || *p == '_'))
 			return bad(err, errlen, o, v,
 			    "only letters, digits, - and _");
 	return set_string(cfg, o, v, err, errlen);
@@ -714,15 +714,18 @@ static void config_defaults(struct config *cfg)
 	snprintf(cfg->state_dir, sizeof(cfg->state_dir), "/var/lib/candy");
 }
 
-/* Trim blanks at both ends in place; strip one pair of matching quotes. */
+/* Trim blanks at both ends in place; strip one pair of matching quotes.
+ * The blanks are isspace's in the C locale, by strchr: the ctype table
+ * would be a page of the C library's constants that nothing else in a
+ * client reads (issue 11; set_name alike). */
 static char *trim(char *s, int unquote)
 {
 	char *e;
 
-	while (isspace((unsigned char)*s))
+	while (*s != '\0' && strchr(" \t\n\v\f\r", *s) != NULL)
 		s++;
 	e = s + strlen(s);
-	while (e > s && isspace((unsigned char)e[-1]))
+	while (e > s && strchr(" \t\n\v\f\r", e[-1]) != NULL)
 		*--e = '\0';
 	if (unquote && e - s >= 2 && (*s == '"' || *s == '\'') && e[-1] == *s) {
 		e[-1] = '\0';

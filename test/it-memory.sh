@@ -34,7 +34,7 @@ STATIC_KIB=288
 IDLE_ANON_KIB=256
 UNNEEDED="getaddrinfo getifaddrs inet_pton inet_ntop inet_aton fopen fopen64
     fprintf fwrite fread strtol strtoul atoi strspn strcspn time
-    __memcpy_chk __memset_chk"
+    __memcpy_chk __memset_chk __ctype_b_loc"
 STATIC=$ROOT/candy-static
 
 # static_kib BIN: .data + .bss of BIN in KiB (size(1), Berkeley format).
