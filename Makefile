@@ -49,9 +49,13 @@ candy: $(OBJS)
 # libbearssl.a's checked copies (__memcpy_chk...) come from tls.c, not
 # from a page of glibc kept resident for them alone (tls.c; issue 11).
 SHIM = -DCANDY_FORTIFY_SHIM
+# No unwind tables (.eh_frame) in our objects: C without exceptions never
+# reads them, and they were 19 KiB of the read-only segment every client
+# maps (issue 11).  Debuggers and perf read -g's .debug_frame instead.
+UNWIND = -fno-asynchronous-unwind-tables
 
 .c.o:
-	$(CC) $(CPPFLAGS) $(SHIM) $(CFLAGS) $(WARN) -c -o $@ $<
+	$(CC) $(CPPFLAGS) $(SHIM) $(CFLAGS) $(UNWIND) $(WARN) -c -o $@ $<
 
 $(OBJS): candy.h
 
