@@ -1017,12 +1017,17 @@ static void tcp_nodelay(int fd)
 }
 
 /*
- * The client's connection to the server: the kernel keeps at most
+ * Both ends of a relay connection: the kernel keeps at most
  * SERVER_NOTSENT_LOWAT bytes not yet sent; the rest waits in our own
- * bounded queue, which stops the TUN reads when full, so that a ping
- * waits behind little bulk (issue 11).
+ * bounded queue (a client's stops its TUN reads when full, the server's
+ * drops), so that a ping waits behind little bulk (issue 11).  16 KiB,
+ * not 64: under a relayed bulk transfer the ping's average fell by
+ * about 5% on ws:// and 15% on wss:// (README), throughput within 2%.
+ * Only the bytes not yet sent are limited, never those in flight: a
+ * long path fills as before, the loop refilling the socket each time
+ * it drains below 16 KiB.
  */
-#define SERVER_NOTSENT_LOWAT	(64 * 1024)
+#define SERVER_NOTSENT_LOWAT	(16 * 1024)
 static void tcp_notsent_lowat(int fd)
 {
 #ifdef TCP_NOTSENT_LOWAT
