@@ -1754,10 +1754,19 @@ static int server_expttun(struct server *s, struct conn *c, unsigned char *m,
 	return 0;
 }
 
+/*
+ * A relayed packet of bulk (aqm_bulk) finds the queue full while the
+ * last WS_OUT_RESERVE bytes of it are left (ws_send_bulk): a receiver
+ * slower than a transfer to it fills its queue with the transfer, and a
+ * ping or an ACK behind it was then dropped too (issue 11).  Anything
+ * else may use the whole queue.
+ */
 static void server_relay(struct server *s, struct conn *to,
     const unsigned char *m, size_t len)
 {
-	if (ws_send(&to->ws, WS_BINARY, m, len) < 0) {
+	int bulk = len > 1 && m[0] == MSG_FORWARD && aqm_bulk(m + 1, len - 1);
+
+	if ((bulk ? ws_send_bulk : ws_send)(&to->ws, WS_BINARY, m, len) < 0) {
 		s->dropped++;
 		return;
 	}

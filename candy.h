@@ -259,6 +259,7 @@ void ws_mask(unsigned char *p, size_t n, const unsigned char mask[4],
 #define WS_OUT_CLIENT_MAX	(128 * 1024)	/* one connection: room for
 						 * bursts from the TUN */
 #define WS_TRIM_MS	1000
+#define WS_OUT_RESERVE	4096	/* of a queue, out of bulk's reach */
 
 enum ws_state { WS_HTTP, WS_OPEN, WS_CLOSING, WS_DEAD };
 
@@ -310,6 +311,10 @@ int ws_read(struct ws *w, unsigned char **msg, size_t *len);
  * written while the queue holds less than half its maximum: the caller
  * flushes once per poll pass. */
 int ws_send(struct ws *w, int opcode, const void *p, size_t n);
+/* ws_send for a frame of bulk: dropped as the queue is full when it would
+ * leave less than WS_OUT_RESERVE bytes of room, which small frames (a
+ * ping, an ACK) still have behind a bulk transfer (issue 11). */
+int ws_send_bulk(struct ws *w, int opcode, const void *p, size_t n);
 /* Write queued bytes.  0 ok (or would block), -1 error.  Clears
  * full_since_ms whenever the peer takes bytes.  Shrinks drained buffers
  * (see WS_TRIM_MS): call it every poll pass. */

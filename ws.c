@@ -524,13 +524,13 @@ size_t ws_room(const struct ws *w)
 }
 
 /* Room for n more bytes at the end of the queue, compacting or growing
- * it if that helps; NULL when the queue would exceed w->outmax (or no
- * memory). */
-static unsigned char *out_room(struct ws *w, size_t n)
+ * it if that helps; NULL when the queue would exceed max (at most
+ * w->outmax), or no memory. */
+static unsigned char *out_room(struct ws *w, size_t n, size_t max)
 {
 	size_t queued = w->outlen - w->outpos, size;
 
-	if (n > w->outmax - queued)
+	if (queued > max || n > max - queued)
 		return NULL;
 	if (queued + n > WS_OUT_BASE)
 		w->big_ms = now_ms();
@@ -556,7 +556,7 @@ static unsigned char *out_room(struct ws *w, size_t n)
 /* Queue bytes as they are (an HTTP head).  0 ok, -1 no room. */
 static int out_raw(struct ws *w, const void *p, size_t n)
 {
-	unsigned char *q = out_room(w, n);
+	unsigned char *q = out_room(w, n, w->outmax);
 
 	if (q == NULL)
 		return -1;
@@ -589,15 +589,17 @@ static void mask_new(unsigned char mask[4])
 
 /*
  * Queue one frame, masked with a fresh random mask from a client (RFC 6455
- * §5.3), whatever the state.  The payload is copied and masked in the
- * queue: the caller's buffer is never modified.  0 ok, -1 no room.
+ * §5.3), whatever the state, if the queue then holds at most max bytes.
+ * The payload is copied and masked in the queue: the caller's buffer is
+ * never modified.  0 ok, -1 no room.
  */
-static int out_frame(struct ws *w, int opcode, const void *p, size_t n)
+static int out_frame_within(struct ws *w, int opcode, const void *p,
+    size_t n, size_t max)
 {
 	unsigned char mask[4], *q;
 	size_t hl;
 
-	if ((q = out_room(w, WS_HDR_MAX + n)) == NULL)
+	if ((q = out_room(w, WS_HDR_MAX + n, max)) == NULL)
 		return -1;
 	if (w->client)
 		mask_new(mask);
@@ -608,6 +610,12 @@ static int out_frame(struct ws *w, int opcode, const void *p, size_t n)
 		memcpy(q + hl, p, n);
 	w->outlen += hl + n;
 	return 0;
+}
+
+/* out_frame_within the whole queue. */
+static int out_frame(struct ws *w, int opcode, const void *p, size_t n)
+{
+	return out_frame_within(w, opcode, p, n, w->outmax);
 }
 
 /* ---- Connections. ---- */
@@ -1000,7 +1008,8 @@ int ws_pending(const struct ws *w)
  * write (one TLS record) instead of one each; only a queue past half its
  * maximum is written at once.
  */
-int ws_send(struct ws *w, int opcode, const void *p, size_t n)
+static int ws_send_within(struct ws *w, int opcode, const void *p,
+    size_t n, size_t max)
 {
 	/* A client may queue frames behind its upgrade request: the
 	 * server reads them after the head.  A server must answer first. */
@@ -1011,7 +1020,7 @@ int ws_send(struct ws *w, int opcode, const void *p, size_t n)
 		w->dropped++;
 		return -1;
 	}
-	if (out_frame(w, opcode, p, n) < 0) {
+	if (out_frame_within(w, opcode, p, n, max) < 0) {
 		w->dropped++;
 		if (w->full_since_ms == 0)
 			w->full_since_ms = now_ms();
@@ -1023,6 +1032,19 @@ int ws_send(struct ws *w, int opcode, const void *p, size_t n)
 	if (ws_queued(w) > w->outmax / WS_OUT_EARLY)
 		(void)ws_flush(w);
 	return 0;
+}
+
+/* see candy.h */
+int ws_send(struct ws *w, int opcode, const void *p, size_t n)
+{
+	return ws_send_within(w, opcode, p, n, w->outmax);
+}
+
+/* see candy.h */
+int ws_send_bulk(struct ws *w, int opcode, const void *p, size_t n)
+{
+	return ws_send_within(w, opcode, p, n, w->outmax > WS_OUT_RESERVE ?
+	    w->outmax - WS_OUT_RESERVE : 0);
 }
 
 /*

@@ -542,6 +542,62 @@ static void test_send(void)
 	pair_close(&wa, peer);
 }
 
+/*
+ * ws_send_bulk: bulk stops WS_OUT_RESERVE short of the queue's maximum,
+ * where small frames still go; a queue with no more than that takes no
+ * bulk at all.  The peer reads nothing until the end.
+ */
+static void test_send_bulk(void)
+{
+	unsigned char b[4096], p[1400];
+	struct ws_frame f;
+	size_t n, small = 0, at;
+	int peer, i, got = 0;
+
+	memset(p, 0x42, sizeof(p));
+	pair_open(&wa, &peer, 0, 1);
+	i = 4096;
+	setsockopt(wa.s.fd, SOL_SOCKET, SO_SNDBUF, &i, sizeof(i));
+	for (i = 0; i < 1000; i++)
+		if (ws_send_bulk(&wa, WS_BINARY, p, sizeof(p)) < 0)
+			break;
+	CHECK(i < 1000 && wa.dropped == 1 && ws_room(&wa) >= WS_OUT_RESERVE &&
+	    ws_room(&wa) < WS_OUT_RESERVE + sizeof(p) + 4,
+	    "bulk: full WS_OUT_RESERVE short of the maximum, drop counted");
+	while (ws_send(&wa, WS_BINARY, p, 84) == 0)
+		small++;
+	CHECK(small >= WS_OUT_RESERVE / 86 && wa.dropped == 2,
+	    "small frames fill the reserve, then are dropped too");
+	CHECK(ws_send_bulk(&wa, WS_BINARY, p, sizeof(p)) < 0 &&
+	    wa.dropped == 3, "bulk: still full");
+	/* Everything queued arrives, in order, once the peer reads. */
+	for (i = 0; i < 64; i++) {
+		ws_flush(&wa);
+		while (read(peer, b, sizeof(b)) > 0)
+			;
+	}
+	CHECK(ws_queued(&wa) == 0, "the queue drains");
+	CHECK(ws_send_bulk(&wa, WS_BINARY, p, sizeof(p)) == 0,
+	    "bulk: queued again once drained");
+	n = drain(&wa, peer, b, sizeof(b));
+	at = 0;
+	while (ws_frame_parse(b + at, n - at, &f) == WS_DONE &&
+	    at + f.hdrlen + f.paylen <= n) {
+		got += f.paylen == sizeof(p) && b[at + f.hdrlen] == 0x42;
+		at += f.hdrlen + (size_t)f.paylen;
+	}
+	CHECK(got == 1 && at == n, "bulk frame intact");
+	pair_close(&wa, peer);
+
+	/* A queue held to its base size (ws_limit) takes no bulk. */
+	pair_open(&wa, &peer, 0, 1);
+	ws_limit(&wa, 1500, WS_OUT_RESERVE);
+	CHECK(ws_send_bulk(&wa, WS_BINARY, p, 600) < 0 &&
+	    ws_send(&wa, WS_BINARY, p, 600) == 0,
+	    "a queue of WS_OUT_RESERVE bytes: no bulk, small frames yes");
+	pair_close(&wa, peer);
+}
+
 /* Move bytes both ways until neither side has more (bounded). */
 static void pump(struct ws *c, struct ws *s)
 {
@@ -941,6 +997,7 @@ void test_ws(void)
 	test_frame_header();
 	test_receive();
 	test_send();
+	test_send_bulk();
 	test_masks();
 	test_end_to_end();
 	test_bad_request();
