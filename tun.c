@@ -726,6 +726,48 @@ static int nl_talk(struct nl_req *r)
 	return -1;
 }
 
+/*
+ * Send a dump request and hand each message of the answer to take, up to
+ * NLMSG_DONE (or an error message): 0, or -1 with errno.  Bounded by the
+ * table's size, which the kernel sends once.
+ */
+static int nl_dump(struct nlmsghdr *req,
+    void (*take)(struct nlmsghdr *h, void *arg), void *arg)
+{
+	static unsigned char buf[NL_BUF_SIZE];
+	struct nlmsghdr *h;
+	ssize_t n;
+	size_t left;
+	int s, done = 0, i;
+
+	req->nlmsg_flags = NLM_F_REQUEST | NLM_F_DUMP;
+	req->nlmsg_seq = 1;
+	if ((s = nl_open()) < 0)
+		return -1;
+	if (send(s, req, req->nlmsg_len, 0) < 0) {
+		close_keep_errno(s);
+		return -1;
+	}
+	for (i = 0; !done && i < 100000; i++) {
+		if ((n = recv(s, buf, sizeof(buf), 0)) <= 0) {
+			close_keep_errno(s);
+			return -1;
+		}
+		left = (size_t)n;
+		for (h = (struct nlmsghdr *)(void *)buf; nl_ok(h, left);
+		    h = nl_next(h, &left)) {
+			if (h->nlmsg_type == NLMSG_DONE ||
+			    h->nlmsg_type == NLMSG_ERROR) {
+				done = 1;
+				break;
+			}
+			take(h, arg);
+		}
+	}
+	close(s);
+	return 0;
+}
+
 /* A main-table IPv4 route message: its destination network and whether
  * it leaves through the interface with index skip (then 0 is returned). */
 static int nl_route_parse(struct nlmsghdr *h, int skip, struct cidr *out)
@@ -754,50 +796,39 @@ static int nl_route_parse(struct nlmsghdr *h, int skip, struct cidr *out)
 	return 1;
 }
 
+/* tun_routes_read's state while the dump is read. */
+struct nl_routes {
+	struct cidr *out;
+	int skip, max, count;
+};
+
+/* Routes past max are read and dropped. */
+static void nl_route_take(struct nlmsghdr *h, void *arg)
+{
+	struct nl_routes *rs = arg;
+
+	if (rs->count < rs->max && nl_route_parse(h, rs->skip,
+	    &rs->out[rs->count]))
+		rs->count++;
+}
+
 /* see candy.h */
 int tun_routes_read(const char *ifname, struct cidr *out, int max)
 {
-	static unsigned char buf[NL_BUF_SIZE];
 	struct nl_req r;
-	struct nlmsghdr *h;
-	ssize_t n;
-	int s, count = 0, done = 0, skip, i;
-	size_t left;
+	struct nl_routes rs;
 
-	skip = ifname != NULL ? (int)if_nametoindex(ifname) : 0;
+	rs.out = out;
+	rs.max = max;
+	rs.count = 0;
+	rs.skip = ifname != NULL ? (int)if_nametoindex(ifname) : 0;
 	memset(&r, 0, sizeof(r));
 	r.h.nlmsg_len = NLMSG_LENGTH(sizeof(struct rtmsg));
 	r.h.nlmsg_type = RTM_GETROUTE;
-	r.h.nlmsg_flags = NLM_F_REQUEST | NLM_F_DUMP;
-	r.h.nlmsg_seq = 1;
 	r.u.rt.rtm_family = AF_INET;
-	if ((s = nl_open()) < 0)
+	if (nl_dump(&r.h, nl_route_take, &rs) < 0)
 		return -1;
-	if (send(s, &r, r.h.nlmsg_len, 0) < 0) {
-		close_keep_errno(s);
-		return -1;
-	}
-	/* A dump ends with NLMSG_DONE; bounded by the table's size, which
-	 * the kernel sends once.  Routes past max are read and dropped. */
-	for (i = 0; !done && i < 100000; i++) {
-		if ((n = recv(s, buf, sizeof(buf), 0)) <= 0) {
-			close_keep_errno(s);
-			return -1;
-		}
-		left = (size_t)n;
-		for (h = (struct nlmsghdr *)(void *)buf; nl_ok(h, left);
-		    h = nl_next(h, &left)) {
-			if (h->nlmsg_type == NLMSG_DONE ||
-			    h->nlmsg_type == NLMSG_ERROR) {
-				done = 1;
-				break;
-			}
-			if (count < max && nl_route_parse(h, skip, &out[count]))
-				count++;
-		}
-	}
-	close(s);
-	return count;
+	return rs.count;
 }
 
 /*
@@ -956,53 +987,42 @@ static void if_addr_parse(struct nlmsghdr *h, struct if_addr *a)
 	a->index = (int)ifa->ifa_index;
 }
 
+/* if_addrs_read's state while the dump is read. */
+struct nl_addrs {
+	struct if_addr *out;
+	int max, count;
+};
+
+static void nl_addr_take(struct nlmsghdr *h, void *arg)
+{
+	struct nl_addrs *as = arg;
+
+	if (h->nlmsg_type == RTM_NEWADDR && as->count < as->max &&
+	    h->nlmsg_len >= NLMSG_LENGTH(sizeof(struct ifaddrmsg)) &&
+	    ((struct ifaddrmsg *)NLMSG_DATA(h))->ifa_family == AF_INET)
+		if_addr_parse(h, &as->out[as->count++]);
+}
+
 static int if_addrs_read(struct if_addr *out, int max)
 {
-	static unsigned char buf[NL_BUF_SIZE];
 	struct {
 		struct nlmsghdr h;
 		struct ifaddrmsg ifa;
 	} r;
-	struct nlmsghdr *h;
+	struct nl_addrs as;
 	struct ifreq ifr;
-	ssize_t n;
-	size_t left;
-	int s, count = 0, done = 0, i;
+	int s, count, i;
 
+	as.out = out;
+	as.max = max;
+	as.count = 0;
 	memset(&r, 0, sizeof(r));
 	r.h.nlmsg_len = NLMSG_LENGTH(sizeof(struct ifaddrmsg));
 	r.h.nlmsg_type = RTM_GETADDR;
-	r.h.nlmsg_flags = NLM_F_REQUEST | NLM_F_DUMP;
-	r.h.nlmsg_seq = 1;
 	r.ifa.ifa_family = AF_INET;
-	if ((s = nl_open()) < 0)
+	if (nl_dump(&r.h, nl_addr_take, &as) < 0)
 		return -1;
-	if (send(s, &r, r.h.nlmsg_len, 0) < 0) {
-		close_keep_errno(s);
-		return -1;
-	}
-	/* As tun_routes_read: to NLMSG_DONE, bounded. */
-	for (i = 0; !done && i < 100000; i++) {
-		if ((n = recv(s, buf, sizeof(buf), 0)) <= 0) {
-			close_keep_errno(s);
-			return -1;
-		}
-		left = (size_t)n;
-		for (h = (struct nlmsghdr *)(void *)buf; nl_ok(h, left);
-		    h = nl_next(h, &left)) {
-			if (h->nlmsg_type == NLMSG_DONE ||
-			    h->nlmsg_type == NLMSG_ERROR) {
-				done = 1;
-				break;
-			}
-			if (h->nlmsg_type == RTM_NEWADDR && count < max &&
-			    h->nlmsg_len >= NLMSG_LENGTH(sizeof(r.ifa)) &&
-			    ((struct ifaddrmsg *)NLMSG_DATA(h))->ifa_family ==
-			    AF_INET)
-				if_addr_parse(h, &out[count++]);
-		}
-	}
-	close(s);
+	count = as.count;
 	if ((s = socket(AF_INET, SOCK_DGRAM | SOCK_CLOEXEC, 0)) < 0)
 		return -1;
 	for (i = 0; i < count; i++) {
