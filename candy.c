@@ -628,7 +628,7 @@ static const struct opt opts[] = {
 	    "client: stun://HOST[:PORT] server; enables peer-to-peer" },
 	{ "port", 0, "PORT", set_number, FIELD(port), 0, 65535,
 	    "client: local UDP port for peers (default 0: any)" },
-	{ "mtu", 0, "BYTES", set_number, FIELD(mtu), 576, 9000,
+	{ "mtu", 0, "BYTES", set_number, FIELD(mtu), TUN_MTU_MIN, TUN_MTU_MAX,
 	    "client: TUN device MTU (default 1400)" },
 	{ "no-offload", 0, NULL, set_flag, FIELD(no_offload), 0, 1,
 	    "client: one packet per system call (no TUN, UDP GSO/GRO)" },
@@ -3654,9 +3654,9 @@ static int session_tun_wanted(const struct session *s)
 		return 0;
 	if (s->state != S_UP)
 		return 1;
-	/* A super-packet (offloads) may become 45 frames at once. */
-	return ws_room(&s->ws) >= (s->c.offload ? TUN_SUPER_MAX + 64 * 16 :
-	    4 * (size_t)(s->cfg->mtu + 64));
+	/* A super-packet (offloads) may become 144 frames at once. */
+	return ws_room(&s->ws) >= (s->c.offload ?
+	    TUN_SUPER_ROOM(s->cfg->mtu) : 4 * (size_t)(s->cfg->mtu + 64));
 }
 
 /* A bulk packet read while the device's queue has not been empty for a

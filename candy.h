@@ -620,6 +620,26 @@ int if_addresses(uint32_t *out, int max);
 #define TUN_GSO_UDP_L4		5
 #define TUN_GSO_ECN		0x80
 #define TUN_SUPER_MAX		65535	/* largest IPv4 super-packet */
+#define TUN_MTU_MIN		576	/* --mtu's range */
+#define TUN_MTU_MAX		9000
+/*
+ * The room a client's queue to the server must have before it reads the
+ * TUN (session_tun_wanted): one super-packet once cut.  Each segment
+ * repeats the IPv4 and TCP headers (TUN_SEG_HDR_MAX with options) and
+ * carries at least mtu - TUN_SEG_HDR_MAX bytes of the rest; on the queue
+ * it takes TUN_SEG_WRAP more at most: a frame header (14), the message
+ * type and an IP-in-IP header (to a gateway).  A client queue smaller
+ * than this at the smallest MTU would drop the tail of a super-packet, and
+ * below TUN_SUPER_MAX it would never read the TUN again: the compiler
+ * refuses such a WS_OUT_CLIENT_MAX.
+ */
+#define TUN_SEG_HDR_MAX		120
+#define TUN_SEG_WRAP		36
+#define TUN_SUPER_ROOM(mtu)	(TUN_SUPER_MAX + \
+	(TUN_SUPER_MAX / ((size_t)(mtu) - TUN_SEG_HDR_MAX) + 1) * \
+	(TUN_SEG_HDR_MAX + TUN_SEG_WRAP))
+typedef char ws_out_client_max_holds_a_super_packet[
+    WS_OUT_CLIENT_MAX >= TUN_SUPER_ROOM(TUN_MTU_MIN) ? 1 : -1];
 
 struct tun_vnet {
 	unsigned flags, gso_type;

@@ -148,6 +148,28 @@ static void test_vnet(void)
 	CHECK_BYTES(le, 10, b, 10, "offload: vnet header back little-endian");
 }
 
+/* The queue room a cut super-packet takes at most, against the room the
+ * client waits for (TUN_SUPER_ROOM): the largest super-packet, with 40
+ * bytes of IP and 40 of TCP options, cut to mtu. */
+static int seg_room_ok(size_t mtu)
+{
+	static unsigned char seg[TUN_MTU_MAX];
+	struct tun_vnet v;
+	struct tun_seg s;
+	size_t len, n, room = 0;
+
+	len = tcp_build(super, 40, 40, 1000, TUN_SUPER_MAX - TUN_SEG_HDR_MAX,
+	    0x10, 1);
+	vnet_tcp(&v, (unsigned)(mtu - TUN_SEG_HDR_MAX));
+	v.hdr_len = TUN_SEG_HDR_MAX;
+	v.csum_start = 60;
+	if (len != TUN_SUPER_MAX || tun_seg_init(&s, &v, super, len, mtu) < 0)
+		return 0;
+	while ((n = tun_seg_next(&s, seg, sizeof(seg))) > 0)
+		room += n + TUN_SEG_WRAP;
+	return room > TUN_SUPER_MAX && room <= TUN_SUPER_ROOM(mtu);
+}
+
 static void test_seg(void)
 {
 	unsigned char *p = super;
@@ -162,6 +184,10 @@ static void test_seg(void)
 	    "checksums, ids, seq, PSH/FIN on the last");
 	CHECK(seg_check(&v, p, len, 576, 0x19) == (60000 + 523) / 524,
 	    "offload: gso_size over the MTU: cut to the MTU");
+	CHECK(seg_room_ok(TUN_MTU_MIN) && seg_room_ok(1400) &&
+	    seg_room_ok(TUN_MTU_MAX),
+	    "offload: a 64 KiB super-packet with 120 bytes of headers, cut "
+	    "at MTU 576, 1400 and 9000, fits TUN_SUPER_ROOM");
 	len = tcp_build(p, 8, 0, 1000, 5000, 0x10, 65535);
 	CHECK(seg_check(&v, p, len, 1420, 0x10) == -1,
 	    "offload: csum_start inside the IP header refused");
