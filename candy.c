@@ -3654,7 +3654,7 @@ static int session_tun_wanted(const struct session *s)
 		return 0;
 	if (s->state != S_UP)
 		return 1;
-	/* A super-packet (offloads) may become 144 frames at once. */
+	/* A super-packet (offloads) may become 144 frames at MTU 576. */
 	return ws_room(&s->ws) >= (s->c.offload ?
 	    TUN_SUPER_ROOM(s->cfg->mtu) : 4 * (size_t)(s->cfg->mtu + 64));
 }

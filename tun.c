@@ -750,6 +750,8 @@ static int nl_dump(struct nlmsghdr *req,
 	}
 	for (i = 0; !done && i < 100000; i++) {
 		if ((n = recv(s, buf, sizeof(buf), 0)) <= 0) {
+			if (n == 0)
+				errno = EPROTO;	/* the dump ended unfinished */
 			close_keep_errno(s);
 			return -1;
 		}
@@ -777,7 +779,9 @@ static int nl_route_parse(struct nlmsghdr *h, int skip, struct cidr *out)
 	int len = (int)RTM_PAYLOAD(h), oif = 0;
 	uint32_t dst = 0, table;
 
-	if (h->nlmsg_type != RTM_NEWROUTE || rt->rtm_family != AF_INET ||
+	if (h->nlmsg_type != RTM_NEWROUTE ||
+	    h->nlmsg_len < NLMSG_LENGTH(sizeof(*rt)) ||
+	    rt->rtm_family != AF_INET ||
 	    rt->rtm_type != RTN_UNICAST)
 		return 0;
 	table = rt->rtm_table;
